@@ -1,0 +1,177 @@
+"""The Bytewax dataflow: Kafka -> decode -> lifecycle -> windows -> Delta.
+
+This module only wires steps together; the logic lives in pure modules
+(:mod:`schemas.decode`, :mod:`dataflows.partition_processor`,
+:mod:`dataflows.window_metrics`) and the I/O in :mod:`dataflows.sinks`.
+
+Step ids read like a sentence::
+
+    read_kafka -> decode -> split_valid -> key_by_partition -> track_lifecycle
+      -> window_metrics -> write_health_metrics_staging
+      -> write_order_events / write_order_lifecycle / write_dead_letter
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import bytewax.operators as op
+import msgspec
+from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage
+from bytewax.dataflow import Dataflow
+from bytewax.operators import StatefulBatchLogic
+
+from dataflows.partition_processor import PartitionBatch, PartitionProcessor, SourcedEvent
+from dataflows.settings import HealthSettings
+from dataflows.sinks import SINK_KEY, DeltaSink
+from dataflows.window_metrics import MetricWindows
+from lakehouse.tables import BRONZE_EVENTS, DEAD_LETTER, HEALTH_METRICS_STAGING, ORDER_LIFECYCLE
+from lakehouse.writer import Chunk, stream_name
+from schemas.decode import EventDecoder, Rejection
+
+__all__ = ["FlowConfig", "build_flow"]
+
+
+class FlowConfig(msgspec.Struct, frozen=True):
+    """Everything the flow needs to know, resolved before it is built."""
+
+    bootstrap_servers: str
+    topic: str
+    partitions: int
+    lakehouse: str
+    settings: HealthSettings
+    #: False: stop at the end of the topic (demo, tests); True: run forever.
+    tail: bool = True
+    batch_size: int = 5000
+    pipeline_id: str = "orderhealth"
+    kafka_config: dict[str, str] = {}
+    storage_options: dict[str, str] | None = None
+
+
+class _PartitionLogic(StatefulBatchLogic[SourcedEvent, PartitionBatch, bytes]):
+    """Bytewax adapter around :class:`PartitionProcessor` (one per Kafka partition)."""
+
+    def __init__(self, settings: HealthSettings, resume: bytes | None) -> None:
+        self._settings = settings
+        self._processor: PartitionProcessor | None = pickle.loads(resume) if resume else None
+
+    def on_batch(self, values: list[SourcedEvent]) -> tuple[Iterable[PartitionBatch], bool]:
+        if self._processor is None:
+            first = values[0]
+            self._processor = PartitionProcessor(first.topic, first.partition, self._settings)
+        return [self._processor.process(values)], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        # Pickled bytes are an immutable copy, as Bytewax requires.
+        return pickle.dumps(self._processor, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class _WindowLogic(StatefulBatchLogic[PartitionBatch, Chunk, bytes]):
+    """Bytewax adapter around :class:`MetricWindows` (one global instance)."""
+
+    def __init__(self, settings: HealthSettings, partitions: list[str], resume: bytes | None):
+        self._windows: MetricWindows = (
+            pickle.loads(resume) if resume else MetricWindows(settings, partitions)
+        )
+
+    def on_batch(self, values: list[PartitionBatch]) -> tuple[Iterable[Chunk], bool]:
+        out = []
+        for batch in values:
+            rows = self._windows.apply(batch)
+            if rows:
+                out.append(Chunk(dict(self._windows.progress), rows))
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self._windows, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _dead_letter_row(msg: KafkaSourceMessage[bytes, bytes], rejection: Rejection) -> dict[str, Any]:
+    return {
+        "topic": msg.topic,
+        "partition": msg.partition,
+        "offset": msg.offset,
+        "key": msg.key,
+        "value": msg.value,
+        "reason": rejection.reason.value,
+        "message": rejection.message,
+        "field": rejection.field,
+        "expected": rejection.expected,
+        "got": rejection.got,
+    }
+
+
+def build_flow(
+    config: FlowConfig,
+    *,
+    on_consumed: Callable[[int], None] | None = None,
+    on_commit: Callable[[str, int], None] | None = None,
+) -> Dataflow:
+    """Build the dataflow.  ``on_consumed``/``on_commit`` feed progress displays."""
+    decoder = EventDecoder()
+    settings = config.settings
+    partitions = [stream_name(config.topic, p) for p in range(config.partitions)]
+
+    def decode(msg: KafkaSourceMessage[bytes, bytes]) -> SourcedEvent | dict[str, Any]:
+        if on_consumed is not None:
+            on_consumed(1)
+        result = decoder.decode(msg.value, msg.key)
+        if isinstance(result, Rejection):
+            return _dead_letter_row(msg, result)
+        assert msg.topic is not None and msg.partition is not None and msg.offset is not None
+        return SourcedEvent(result, msg.topic, msg.partition, msg.offset)
+
+    def sink(spec: Any, mode: Any) -> DeltaSink:
+        return DeltaSink(
+            config.lakehouse,
+            spec,
+            mode=mode,
+            pipeline_id=config.pipeline_id,
+            storage_options=config.storage_options,
+            on_commit=on_commit,
+        )
+
+    flow = Dataflow("orderhealth")
+    source = KafkaSource(
+        [config.bootstrap_servers],
+        [config.topic],
+        tail=config.tail,
+        batch_size=config.batch_size,
+        add_config=dict(config.kafka_config),
+    )
+    messages = op.input("read_kafka", flow, source)
+    decoded = op.map("decode", messages, decode)
+    split = op.branch("split_valid", decoded, lambda item: isinstance(item, SourcedEvent))
+
+    dead_letters = op.map("dead_letter_rows", split.falses, lambda row: (SINK_KEY, [row]))
+    op.output("write_dead_letter", dead_letters, sink(DEAD_LETTER, "append"))
+
+    by_partition = op.key_on(
+        "key_by_partition", split.trues, lambda e: stream_name(e.topic, e.partition)
+    )
+    batches = op.stateful_batch(
+        "track_lifecycle", by_partition, lambda resume: _PartitionLogic(settings, resume)
+    )
+    results = op.map("drop_partition_key", batches, lambda kv: kv[1])
+
+    bronze = op.filter_map(
+        "order_event_rows", results, lambda b: (SINK_KEY, b.bronze) if b.bronze else None
+    )
+    op.output("write_order_events", bronze, sink(BRONZE_EVENTS, "append"))
+
+    lifecycle = op.filter_map(
+        "order_lifecycle_rows",
+        results,
+        lambda b: (SINK_KEY, Chunk({b.stream: b.last_offset}, b.lifecycle)) if b.lifecycle else None,
+    )
+    op.output("write_order_lifecycle", lifecycle, sink(ORDER_LIFECYCLE, "upsert"))
+
+    to_windows = op.key_on("key_globally", results, lambda _b: "windows")
+    chunks = op.stateful_batch(
+        "window_metrics", to_windows, lambda resume: _WindowLogic(settings, partitions, resume)
+    )
+    metrics = op.map("metric_rows", chunks, lambda kv: (SINK_KEY, kv[1]))
+    op.output("write_health_metrics_staging", metrics, sink(HEALTH_METRICS_STAGING, "upsert"))
+    return flow

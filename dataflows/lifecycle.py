@@ -1,0 +1,249 @@
+"""Per-order lifecycle: the behaviour layer of the digital twin, as a pure function.
+
+:func:`derive_view` turns the set of an order's accepted events (deduplicated,
+any arrival order) and the watermark into an :class:`OrderView`: stage times,
+dwell times, current stage, outcome and anomaly flags.  Because the view is a
+function of the *set* of events sorted by event time, the same events in any
+arrival order give the same view -- the property the stream-equals-batch
+guarantee rests on.  The only dependence on the watermark is through deadlines
+(the first promise, stage SLAs); :attr:`OrderView.next_deadline_us` says when
+the view must be derived again.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+
+from dataflows.outcome import Outcome, OutcomeStatus, resolve
+from dataflows.settings import HealthSettings
+from dataflows.timeutil import from_us, to_us
+from schemas.events import (
+    Cancelled,
+    EventType,
+    Exception_,
+    OrderCreated,
+    OrderEvent,
+    PromiseUpdated,
+    Rerouted,
+    Routed,
+    Shipped,
+)
+
+__all__ = ["EVENT_RANK", "Flag", "FlagKind", "OrderView", "derive_view", "sort_events"]
+
+
+class FlagKind:
+    """Anomaly flag kinds (SPEC §4 component 4)."""
+
+    EXCEPTION = "exception"
+    REROUTE = "reroute"
+    STAGE_SLA_BREACH = "stage_sla_breach"
+    IMPOSSIBLE_TRANSITION = "impossible_transition"
+
+
+class Flag(msgspec.Struct, frozen=True):
+    """One anomaly on an order: what, when (event time) and why."""
+
+    kind: str
+    at_us: int
+    reason: str
+
+
+class OrderView(msgspec.Struct, frozen=True):
+    """Everything known about one order, derived from its events."""
+
+    order_id: str
+    event_count: int
+    created_us: int | None
+    first_promise_us: int | None
+    latest_promise_us: int | None
+    #: First occurrence of each lifecycle stage (event type value -> time).
+    stage_us: dict[str, int]
+    #: Completed stage dwells: stage -> time until the next present stage.
+    dwell_us: dict[str, int]
+    current_stage: str | None
+    last_event_us: int
+    cancelled_us: int | None
+    cancel_reason: str | None
+    first_warehouse: str | None
+    warehouse: str | None
+    carrier: str | None
+    #: Base-layer attributes from ORDER_CREATED.
+    attributes: dict[str, Any]
+    #: Environment layer: the last ``context`` seen per event type.
+    context_by_stage: dict[str, dict[str, Any]]
+    flags: tuple[Flag, ...]
+    outcome: Outcome
+    #: Smallest watermark threshold not yet crossed that would change the view.
+    next_deadline_us: int | None
+    #: (time, warehouse) routing decisions in event-time order.
+    warehouse_timeline: tuple[tuple[int, str], ...]
+    #: (time, carrier) shipments in event-time order.
+    carrier_timeline: tuple[tuple[int, str], ...]
+
+    @property
+    def delivered_us(self) -> int | None:
+        return self.stage_us.get(EventType.DELIVERED.value)
+
+    def value_at(self, timeline: tuple[tuple[int, str], ...], at_us: int) -> str | None:
+        """The value in effect at ``at_us``: the latest entry at or before it."""
+        index = bisect_right(timeline, (at_us, "\U0010ffff"))
+        return timeline[index - 1][1] if index else None
+
+
+#: Tie-break rank of event types at equal times: canonical lifecycle order.
+EVENT_RANK = {event_type: rank for rank, event_type in enumerate(EventType)}
+_BASE_ATTRIBUTES = (
+    "customer_id",
+    "customer_segment",
+    "channel",
+    "region",
+    "seller_id",
+    "order_value",
+    "currency",
+    "line_count",
+    "promise_confidence",
+)
+
+
+def sort_events(events: Sequence[OrderEvent]) -> list[OrderEvent]:
+    """Deterministic event-time order: time, then lifecycle rank, then id."""
+    return sorted(events, key=lambda e: (to_us(e.event_time), EVENT_RANK[e.event_type], e.event_id))
+
+
+def _iso(at_us: int) -> str:
+    return from_us(at_us).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def derive_view(
+    order_id: str,
+    events: Sequence[OrderEvent],
+    settings: HealthSettings,
+    watermark_us: int | None,
+) -> OrderView:
+    """Derive the order's view from its (deduplicated) events, sorted by :func:`sort_events`."""
+    stage_us: dict[str, int] = {}
+    context_by_stage: dict[str, dict[str, Any]] = {}
+    created: OrderCreated | None = None
+    latest_promise: tuple[int, int] | None = None
+    cancelled: Cancelled | None = None
+    warehouses: list[tuple[int, str]] = []
+    carriers: list[tuple[int, str]] = []
+    flags: list[Flag] = []
+    stage_set = {s.value for s in settings.stage_order}
+    current: tuple[int, int, str] | None = None
+
+    for event in events:
+        at = to_us(event.event_time)
+        kind = event.event_type
+        if kind.value in stage_set:
+            stage_us.setdefault(kind.value, at)
+        if event.context is not None:
+            context_by_stage[kind.value] = dict(event.context)
+        if kind.value in stage_set or kind is EventType.CANCELLED:
+            marker = (at, EVENT_RANK[kind], kind.value)
+            current = marker if current is None or marker > current else current
+        if isinstance(event, OrderCreated):
+            created = created or event
+        elif isinstance(event, PromiseUpdated):
+            latest_promise = (at, to_us(event.promised_delivery_at))
+        elif isinstance(event, Cancelled):
+            cancelled = cancelled or event
+        elif isinstance(event, Routed | Rerouted):
+            warehouses.append((at, event.warehouse_id))
+            if isinstance(event, Rerouted):
+                flags.append(
+                    Flag(FlagKind.REROUTE, at, f"rerouted to {event.warehouse_id}: {event.reason}")
+                )
+        elif isinstance(event, Shipped):
+            carriers.append((at, event.carrier_id))
+        elif isinstance(event, Exception_):
+            flags.append(Flag(FlagKind.EXCEPTION, at, f"exception {event.exception_code}"))
+
+    first_promise = to_us(created.promised_delivery_at) if created else None
+    cancelled_us = to_us(cancelled.event_time) if cancelled else None
+    present = [s.value for s in settings.stage_order if s.value in stage_us]
+
+    # Impossible transitions: a stage whose time precedes an earlier stage's time.
+    latest_before: tuple[int, str] | None = None
+    for stage in present:
+        at = stage_us[stage]
+        if latest_before is not None and at < latest_before[0]:
+            flags.append(
+                Flag(
+                    FlagKind.IMPOSSIBLE_TRANSITION,
+                    latest_before[0],
+                    f"{stage} at {_iso(at)} precedes {latest_before[1]} at {_iso(latest_before[0])}",
+                )
+            )
+        if latest_before is None or at > latest_before[0]:
+            latest_before = (at, stage)
+
+    # Stage dwell against SLA, for completed and still-pending stages alike.
+    deadlines: list[int] = []
+    dwell_us: dict[str, int] = {}
+    for index, stage in enumerate(present):
+        if stage == EventType.DELIVERED.value:
+            continue
+        start = stage_us[stage]
+        ends = [stage_us[present[index + 1]]] if index + 1 < len(present) else []
+        if cancelled_us is not None and cancelled_us >= start:
+            ends.append(cancelled_us)
+        end = min(ends) if ends else None
+        if end is not None and index + 1 < len(present) and end == stage_us[present[index + 1]]:
+            dwell_us[stage] = end - start
+        sla = settings.stage_sla_us.get(EventType(stage))
+        if sla is None:
+            continue
+        deadline = start + sla
+        if end is not None:
+            breached = end > deadline
+        elif watermark_us is not None and watermark_us > deadline:
+            breached = True
+        else:
+            breached = False
+            deadlines.append(deadline)
+        if breached:
+            hours = sla / 3_600_000_000
+            flags.append(
+                Flag(FlagKind.STAGE_SLA_BREACH, deadline, f"{stage} dwell exceeded {hours:g}h SLA")
+            )
+
+    outcome = resolve(
+        first_promise_us=first_promise,
+        delivered_us=stage_us.get(EventType.DELIVERED.value),
+        cancelled_us=cancelled_us,
+        watermark_us=watermark_us,
+    )
+    if outcome.status is OutcomeStatus.OPEN and first_promise is not None:
+        deadlines.append(first_promise)
+
+    flags.sort(key=lambda f: (f.at_us, f.kind, f.reason))
+    attributes = {name: getattr(created, name) for name in _BASE_ATTRIBUTES} if created else {}
+    return OrderView(
+        order_id=order_id,
+        event_count=len(events),
+        created_us=to_us(created.event_time) if created else None,
+        first_promise_us=first_promise,
+        latest_promise_us=latest_promise[1] if latest_promise else first_promise,
+        stage_us=stage_us,
+        dwell_us=dwell_us,
+        current_stage=current[2] if current else None,
+        last_event_us=max(to_us(e.event_time) for e in events),
+        cancelled_us=cancelled_us,
+        cancel_reason=cancelled.reason if cancelled else None,
+        first_warehouse=warehouses[0][1] if warehouses else None,
+        warehouse=warehouses[-1][1] if warehouses else None,
+        carrier=carriers[-1][1] if carriers else None,
+        attributes=attributes,
+        context_by_stage=context_by_stage,
+        flags=tuple(flags),
+        outcome=outcome,
+        next_deadline_us=min(deadlines) if deadlines else None,
+        warehouse_timeline=tuple(warehouses),
+        carrier_timeline=tuple(carriers),
+    )

@@ -1,0 +1,91 @@
+"""The digital-twin row of ``silver/order_lifecycle``, built from an order view.
+
+Three layers (SPEC §5): *base* (ids and order attributes), *behaviour*
+(per-stage timestamps and dwell, current stage, outcome, anomaly flags) and
+*environment* (the last ``context`` per stage).  The Arrow schema of the
+table is declared next to the other tables in :mod:`lakehouse.tables`; a unit
+test keeps the two aligned.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from dataflows.lifecycle import OrderView
+from dataflows.timeutil import US_PER_HOUR, from_us
+from schemas.events import EventType
+
+__all__ = ["STAGE_COLUMNS", "lifecycle_values"]
+
+#: Lifecycle stages that get their own timestamp and dwell columns.
+STAGE_COLUMNS: tuple[tuple[EventType, str], ...] = tuple(
+    (stage, stage.value.lower())
+    for stage in (
+        EventType.ORDER_CREATED,
+        EventType.FINANCE_APPROVED,
+        EventType.ROUTED,
+        EventType.WAREHOUSE_ACCEPTED,
+        EventType.PICKED,
+        EventType.PACKED,
+        EventType.SHIPPED,
+        EventType.DELIVERED,
+    )
+)
+
+
+def _ts(at_us: int | None) -> datetime | None:
+    return None if at_us is None else from_us(at_us)
+
+
+def lifecycle_values(
+    view: OrderView, *, topic: str, partition: int, last_offset: int
+) -> dict[str, Any]:
+    """Row values for one order (column name -> value)."""
+    attrs = view.attributes
+    row: dict[str, Any] = {
+        # base layer
+        "order_id": view.order_id,
+        "customer_id": attrs.get("customer_id"),
+        "customer_segment": attrs.get("customer_segment"),
+        "channel": attrs.get("channel"),
+        "region": attrs.get("region"),
+        "seller_id": attrs.get("seller_id"),
+        "order_value": attrs.get("order_value"),
+        "currency": attrs.get("currency"),
+        "line_count": attrs.get("line_count"),
+        "promise_confidence": attrs.get("promise_confidence"),
+        "first_warehouse_id": view.first_warehouse,
+        "warehouse_id": view.warehouse,
+        "carrier_id": view.carrier,
+        # behaviour layer
+        "first_promised_at": _ts(view.first_promise_us),
+        "latest_promised_at": _ts(view.latest_promise_us),
+        "current_stage": view.current_stage,
+        "outcome": view.outcome.status.value,
+        "resolved_at": _ts(view.outcome.resolved_at_us),
+        "cancelled_at": _ts(view.cancelled_us),
+        "cancel_reason": view.cancel_reason,
+        "anomaly_count": len(view.flags),
+        "anomaly_kinds": ",".join(sorted({f.kind for f in view.flags})) or None,
+        "anomaly_flags": json.dumps(
+            [
+                {"kind": f.kind, "at": from_us(f.at_us).isoformat(), "reason": f.reason}
+                for f in view.flags
+            ]
+        ),
+        "event_count": view.event_count,
+        "last_event_at": _ts(view.last_event_us),
+        # environment layer
+        "context_by_stage": json.dumps(view.context_by_stage, sort_keys=True, default=str),
+        # lineage
+        "topic": topic,
+        "partition": partition,
+        "last_event_offset": last_offset,
+    }
+    for stage, column in STAGE_COLUMNS:
+        row[f"{column}_at"] = _ts(view.stage_us.get(stage.value))
+        dwell = view.dwell_us.get(stage.value)
+        row[f"{column}_dwell_hours"] = None if dwell is None else dwell / US_PER_HOUR
+    return row

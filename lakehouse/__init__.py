@@ -1,0 +1,1 @@
+"""Delta Lake tables of the lakehouse and their exactly-once writer (SPEC §5)."""

@@ -1,0 +1,70 @@
+"""Read-side helpers: load lakehouse tables and summarise them.
+
+Used by the demo's terminal report and by the tests.  Reads go through
+deltalake into Arrow; nothing here writes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from lakehouse.tables import (
+    BRONZE_EVENTS,
+    DEAD_LETTER,
+    HEALTH_METRICS_STAGING,
+    ORDER_LIFECYCLE,
+    TableSpec,
+    table_uri,
+)
+
+__all__ = ["PipelineCounts", "latest_health", "pipeline_counts", "read_table"]
+
+
+def read_table(root: str, spec: TableSpec, columns: list[str] | None = None) -> pa.Table:
+    """The table's current version as Arrow (empty with its schema if missing)."""
+    try:
+        table = DeltaTable(table_uri(root, spec))
+    except TableNotFoundError:
+        empty = spec.schema.empty_table()
+        return empty.select(columns) if columns else empty
+    return table.to_pyarrow_table(columns=columns)
+
+
+class PipelineCounts(dict[str, Any]):
+    """Conservation figures: produced = valid + dead-lettered."""
+
+
+def pipeline_counts(root: str) -> PipelineCounts:
+    bronze = read_table(root, BRONZE_EVENTS, ["is_duplicate", "is_late", "event_id"])
+    dead = read_table(root, DEAD_LETTER, ["reason"])
+    lifecycle = read_table(root, ORDER_LIFECYCLE, ["order_id"])
+    duplicates = pc.sum(bronze["is_duplicate"]).as_py() or 0
+    late = pc.sum(bronze["is_late"]).as_py() or 0
+    return PipelineCounts(
+        valid=bronze.num_rows,
+        duplicates=duplicates,
+        late=late,
+        unique_events=pc.count_distinct(bronze["event_id"]).as_py() if bronze.num_rows else 0,
+        dead_lettered=dead.num_rows,
+        dead_letter_reasons=dict(Counter(dead["reason"].to_pylist())),
+        orders=lifecycle.num_rows,
+    )
+
+
+def latest_health(root: str, window_size: str, dimension: str) -> list[dict[str, Any]]:
+    """Latest window row per dimension value (the current window, open or final)."""
+    table = read_table(root, HEALTH_METRICS_STAGING)
+    mask = pc.and_(
+        pc.equal(table["window_size"], window_size), pc.equal(table["dimension"], dimension)
+    )
+    rows = table.filter(mask).sort_by([("window_start", "descending")]).to_pylist()
+    latest: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        latest.setdefault(row["dimension_value"], row)
+    return [latest[k] for k in sorted(latest)]

@@ -1,0 +1,190 @@
+"""The lakehouse tables: paths under the root URI and their Arrow schemas.
+
+Paths are exactly those of SPEC §5 so that other tools (DuckDB, Superset) find
+them.  The bronze schema is derived from the event contract: a new optional
+field in :mod:`schemas.events` becomes a new nullable column without edits here.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from datetime import datetime
+from typing import Any, Literal, get_args, get_origin
+
+import msgspec
+import pyarrow as pa
+
+from dataflows.metrics import COMPONENTS, MEASURES
+from dataflows.twin import STAGE_COLUMNS
+from schemas.events import ALL_EVENT_TYPES
+
+__all__ = [
+    "BRONZE_EVENTS",
+    "DEAD_LETTER",
+    "HEALTH_METRICS_STAGING",
+    "ORDER_LIFECYCLE",
+    "TABLES",
+    "TableSpec",
+    "table_uri",
+]
+
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+
+
+class TableSpec(msgspec.Struct, frozen=True):
+    """A Delta table of the lakehouse."""
+
+    path: str
+    schema: pa.Schema
+    #: Natural key for idempotent MERGE upserts; None for append-only tables.
+    merge_keys: tuple[str, ...] | None = None
+    partition_by: tuple[str, ...] = ()
+
+
+def table_uri(root: str, spec: TableSpec) -> str:
+    """URI of a table under the lakehouse root (local path or object-store URI)."""
+    return f"{root.rstrip('/')}/{spec.path}"
+
+
+def _arrow_type(annotation: Any) -> pa.DataType:
+    """Arrow type of a contract field annotation (Optional[...] -> nullable)."""
+    while get_origin(annotation) is typing.Annotated:
+        annotation = get_args(annotation)[0]
+    origin = get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        # Unions of scalars (context values) are stored as JSON text.
+        return _arrow_type(options[0]) if len(options) == 1 else pa.string()
+    if origin is Literal:
+        return pa.string()
+    if origin is dict or annotation is dict:
+        return pa.string()  # free-form maps are stored as JSON text
+    mapping: dict[Any, pa.DataType] = {
+        str: pa.string(),
+        int: pa.int64(),
+        float: pa.float64(),
+        bool: pa.bool_(),
+        datetime: TIMESTAMP,
+    }
+    if annotation not in mapping:
+        raise TypeError(f"no Arrow type for contract annotation {annotation!r}")
+    return mapping[annotation]
+
+
+def _contract_fields() -> list[pa.Field]:
+    fields: dict[str, pa.Field] = {"event_type": pa.field("event_type", pa.string(), False)}
+    for cls in ALL_EVENT_TYPES.values():
+        hints = typing.get_type_hints(cls, include_extras=True)
+        for name in cls.__struct_fields__:
+            if name not in fields:
+                fields[name] = pa.field(name, _arrow_type(hints[name]))
+    return list(fields.values())
+
+
+_COORDINATES = [
+    pa.field("topic", pa.string(), False),
+    pa.field("partition", pa.int32(), False),
+    pa.field("offset", pa.int64(), False),
+]
+
+BRONZE_EVENTS = TableSpec(
+    path="bronze/order_events",
+    schema=pa.schema(
+        [
+            *_contract_fields(),
+            *_COORDINATES,
+            pa.field("is_duplicate", pa.bool_(), False),
+            pa.field("is_late", pa.bool_(), False),
+        ]
+    ),
+)
+
+DEAD_LETTER = TableSpec(
+    path="bronze/dead_letter",
+    schema=pa.schema(
+        [
+            *_COORDINATES,
+            pa.field("key", pa.binary()),
+            pa.field("value", pa.binary()),
+            pa.field("reason", pa.string(), False),
+            pa.field("message", pa.string(), False),
+            pa.field("field", pa.string()),
+            pa.field("expected", pa.string()),
+            pa.field("got", pa.string()),
+        ]
+    ),
+)
+
+
+def _stage_fields() -> list[pa.Field]:
+    fields = []
+    for _, column in STAGE_COLUMNS:
+        fields.append(pa.field(f"{column}_at", TIMESTAMP))
+        fields.append(pa.field(f"{column}_dwell_hours", pa.float64()))
+    return fields
+
+
+ORDER_LIFECYCLE = TableSpec(
+    path="silver/order_lifecycle",
+    merge_keys=("order_id",),
+    schema=pa.schema(
+        [
+            pa.field("order_id", pa.string(), False),
+            pa.field("customer_id", pa.string()),
+            pa.field("customer_segment", pa.string()),
+            pa.field("channel", pa.string()),
+            pa.field("region", pa.string()),
+            pa.field("seller_id", pa.string()),
+            pa.field("order_value", pa.float64()),
+            pa.field("currency", pa.string()),
+            pa.field("line_count", pa.int64()),
+            pa.field("promise_confidence", pa.float64()),
+            pa.field("first_warehouse_id", pa.string()),
+            pa.field("warehouse_id", pa.string()),
+            pa.field("carrier_id", pa.string()),
+            pa.field("first_promised_at", TIMESTAMP),
+            pa.field("latest_promised_at", TIMESTAMP),
+            pa.field("current_stage", pa.string()),
+            pa.field("outcome", pa.string(), False),
+            pa.field("resolved_at", TIMESTAMP),
+            pa.field("cancelled_at", TIMESTAMP),
+            pa.field("cancel_reason", pa.string()),
+            pa.field("anomaly_count", pa.int64(), False),
+            pa.field("anomaly_kinds", pa.string()),
+            pa.field("anomaly_flags", pa.string(), False),
+            pa.field("event_count", pa.int64(), False),
+            pa.field("last_event_at", TIMESTAMP, False),
+            pa.field("context_by_stage", pa.string(), False),
+            pa.field("topic", pa.string(), False),
+            pa.field("partition", pa.int32(), False),
+            pa.field("last_event_offset", pa.int64(), False),
+            *_stage_fields(),
+        ]
+    ),
+)
+
+HEALTH_METRICS_STAGING = TableSpec(
+    path="gold/health_metrics_staging",
+    merge_keys=("window_size", "window_start", "dimension", "dimension_value"),
+    partition_by=("window_size",),
+    schema=pa.schema(
+        [
+            pa.field("window_size", pa.string(), False),
+            pa.field("window_start", TIMESTAMP, False),
+            pa.field("window_end", TIMESTAMP, False),
+            pa.field("dimension", pa.string(), False),
+            pa.field("dimension_value", pa.string(), False),
+            pa.field("is_final", pa.bool_(), False),
+            *[pa.field(m, pa.int64(), False) for m in MEASURES],
+            *[pa.field(c.name, pa.float64()) for c in COMPONENTS],
+        ]
+    ),
+)
+
+TABLES: tuple[TableSpec, ...] = (
+    BRONZE_EVENTS,
+    DEAD_LETTER,
+    ORDER_LIFECYCLE,
+    HEALTH_METRICS_STAGING,
+)

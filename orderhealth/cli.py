@@ -1,0 +1,355 @@
+"""``orderhealth``: the one command-line entry point (SPEC §9).
+
+Options are named the same way everywhere: ``--lakehouse``, ``--bootstrap-servers``,
+``--topic``, ``--scenario``, ``--events``, ``--seed``, ``--workers``.  Errors are
+one clear line; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from dataflows.flow import FlowConfig
+from dataflows.settings import HealthSettings, SettingsError
+from lakehouse.reader import pipeline_counts
+from lakehouse.tables import TABLES, table_uri
+from orderhealth.broker import BrokerError, EmbeddedBroker
+from orderhealth.generator import SCENARIOS, GeneratorConfig, generate_messages
+from orderhealth.kafka import KafkaSetupError, ensure_topic, produce, topic_partitions
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="orderhealth",
+    help="Streaming order-fulfilment health analytics: Kafka -> Bytewax -> Delta Lake.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=False)
+_state = {"debug": False}
+
+DEFAULT_LAKEHOUSE = "data/lakehouse"
+
+Lakehouse = Annotated[
+    str, typer.Option("--lakehouse", help="Lakehouse root URI (directory or s3://...).")
+]
+Bootstrap = Annotated[
+    str | None,
+    typer.Option(
+        "--bootstrap-servers",
+        envvar="KAFKA_BOOTSTRAP_SERVERS",
+        help="Kafka bootstrap servers; unset = start the embedded broker.",
+    ),
+]
+Topic = Annotated[str, typer.Option("--topic", help="Kafka topic of order events.")]
+Scenario = Annotated[
+    str, typer.Option("--scenario", help=f"Scenario: {', '.join(SCENARIOS)}.")
+]
+Events = Annotated[int, typer.Option("--events", min=1, help="Number of messages to generate.")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same events).")]
+Workers = Annotated[int, typer.Option("--workers", min=1, help="Bytewax workers in this process.")]
+Config = Annotated[
+    Path | None,
+    typer.Option("--config", envvar="ORDERHEALTH_HEALTH_CONFIG", help="Health config TOML."),
+]
+
+
+class CliError(Exception):
+    """An expected failure, reported as one line."""
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks on errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+@contextmanager
+def _ticker(progress: Progress, task: object, counter: list[int]) -> Iterator[None]:
+    """Refresh a task from a counter bumped on a hot path (no per-item rich calls)."""
+    done = threading.Event()
+    started = time.monotonic()
+
+    def refresh() -> None:
+        while not done.wait(0.25):
+            rate = counter[0] / max(time.monotonic() - started, 1e-6)
+            progress.update(task, completed=counter[0], rate=f"{rate:,.0f}/s")  # type: ignore[arg-type]
+
+    thread = threading.Thread(target=refresh, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        rate = counter[0] / max(time.monotonic() - started, 1e-6)
+        progress.update(task, completed=counter[0], rate=f"{rate:,.0f}/s")  # type: ignore[arg-type]
+
+
+def _counter() -> tuple[list[int], Callable[[int], None]]:
+    counter = [0]
+
+    def bump(n: int) -> None:
+        counter[0] += n
+
+    return counter, bump
+
+
+def _reset_lakehouse(root: str) -> None:
+    """Remove the demo's own tables (never anything else under the root)."""
+    if "://" in root:
+        raise CliError("the demo writes a local lakehouse; pass a directory to --lakehouse")
+    for spec in TABLES:
+        shutil.rmtree(table_uri(root, spec), ignore_errors=True)
+
+
+@app.command()
+def demo(
+    lakehouse: Lakehouse = DEFAULT_LAKEHOUSE,
+    scenario: Scenario = "warehouse_outage",
+    events: Events = 100_000,
+    seed: Seed = 7,
+    workers: Workers = 1,
+    partitions: Annotated[int, typer.Option(min=1, help="Topic partitions.")] = 4,
+    topic: Topic = "orders",
+    bootstrap_servers: Bootstrap = None,
+) -> None:
+    """Run the whole pipeline on embedded defaults and show the health index.
+
+    Starts the embedded Kafka broker, generates a scenario, streams it through
+    the flow into Delta tables and prints the health index.
+    """
+    if scenario not in SCENARIOS:
+        raise CliError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
+    settings = HealthSettings.load()
+    root = str(Path(lakehouse).resolve())
+    _reset_lakehouse(root)
+    recovery = Path(root).parent / "recovery"
+    shutil.rmtree(recovery, ignore_errors=True)
+
+    broker: EmbeddedBroker | None = None
+    if bootstrap_servers is None:
+        broker = EmbeddedBroker().start()
+        bootstrap_servers = broker.bootstrap_servers
+        console.print(f"Embedded Kafka broker (Tansu) on [bold]{bootstrap_servers}[/]")
+    else:
+        topic = f"{topic}-demo-{int(time.time())}"
+        console.print(f"Using Kafka at [bold]{bootstrap_servers}[/], topic {topic}")
+    try:
+        count = ensure_topic(bootstrap_servers, topic, partitions)
+        console.print(f"Scenario [bold]{scenario}[/]: {SCENARIOS[scenario].description}")
+        gen = GeneratorConfig(events=events, seed=seed, scenario=scenario, bad_fraction=0.002)
+        with _progress() as progress:
+            counter, bump = _counter()
+            task = progress.add_task("produce", total=events, rate="")
+            with _ticker(progress, task, counter):
+                produce(bootstrap_servers, topic, generate_messages(gen), on_sent=bump)
+            counter2, bump2 = _counter()
+            task2 = progress.add_task("stream ", total=events, rate="")
+            config = FlowConfig(
+                bootstrap_servers=bootstrap_servers,
+                topic=topic,
+                partitions=count,
+                lakehouse=root,
+                settings=settings,
+                tail=False,
+            )
+            from orderhealth.pipeline import run_flow
+
+            with _ticker(progress, task2, counter2):
+                run_flow(config, workers=workers, recovery_dir=recovery, on_consumed=bump2)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+    from orderhealth.report import print_counts, print_health
+
+    console.print()
+    print_health(console, root)
+    print_counts(console, pipeline_counts(root), events)
+    console.print(f"\nDelta tables are under [bold]{root}[/]:")
+    for spec in TABLES:
+        console.print(f"  {spec.path:32s} {table_uri(root, spec)}")
+    console.print(
+        "\nNext: read them with deltalake, e.g.\n"
+        f"  python -c \"from deltalake import DeltaTable; "
+        f"print(DeltaTable('{table_uri(root, TABLES[-1])}').to_pyarrow_table().slice(0, 5))\"\n"
+        "  or stream your own Kafka topic: orderhealth run --bootstrap-servers HOST:9092 --topic orders"
+    )
+
+
+@app.command()
+def run(
+    bootstrap_servers: Bootstrap = None,
+    topic: Topic = "orders",
+    lakehouse: Lakehouse = DEFAULT_LAKEHOUSE,
+    workers: Workers = 1,
+    recovery_dir: Annotated[
+        Path | None, typer.Option(help="Bytewax recovery directory (enables recovery).")
+    ] = None,
+    snapshot_interval: Annotated[
+        float, typer.Option(min=0.1, help="Epoch length in seconds: commit and snapshot cadence.")
+    ] = 2.0,
+    once: Annotated[bool, typer.Option(help="Stop at the end of the topic.")] = False,
+    config: Config = None,
+) -> None:
+    """Run the streaming flow against the configured Kafka topic."""
+    if bootstrap_servers is None:
+        raise CliError(
+            "no Kafka: set KAFKA_BOOTSTRAP_SERVERS or --bootstrap-servers "
+            "(or start one with `orderhealth broker`)"
+        )
+    settings = HealthSettings.load(config)
+    count = topic_partitions(bootstrap_servers, topic)
+    root = lakehouse if "://" in lakehouse else str(Path(lakehouse).resolve())
+    flow_config = FlowConfig(
+        bootstrap_servers=bootstrap_servers,
+        topic=topic,
+        partitions=count,
+        lakehouse=root,
+        settings=settings,
+        tail=not once,
+    )
+    from orderhealth.pipeline import run_flow
+
+    console.print(f"Streaming {topic} ({count} partitions) from {bootstrap_servers} into {root}")
+    run_flow(
+        flow_config,
+        workers=workers,
+        snapshot_interval_s=snapshot_interval,
+        recovery_dir=recovery_dir,
+    )
+    console.print("Flow finished.")
+
+
+@app.command()
+def generate(
+    events: Events = 100_000,
+    seed: Seed = 7,
+    scenario: Scenario = "baseline",
+    out: Annotated[
+        Path | None, typer.Option(help="Write JSON lines to this file instead of Kafka.")
+    ] = None,
+    bootstrap_servers: Bootstrap = None,
+    topic: Topic = "orders",
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions if the topic is created.")] = 4,
+    rate: Annotated[
+        float | None, typer.Option(min=1.0, help="Messages per second; default as fast as possible.")
+    ] = None,
+    bad_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of malformed messages.")
+    ] = 0.0,
+    very_late_fraction: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share arriving beyond the allowed lateness.")
+    ] = 0.0,
+) -> None:
+    """Generate synthetic order events to Kafka or to a JSON-lines file."""
+    if scenario not in SCENARIOS:
+        raise CliError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
+    gen = GeneratorConfig(
+        events=events,
+        seed=seed,
+        scenario=scenario,
+        bad_fraction=bad_fraction,
+        very_late_fraction=very_late_fraction,
+    )
+    if out is not None:
+        with out.open("wb") as handle:
+            for key, value in generate_messages(gen):
+                handle.write(value.replace(b"\n", b" ") + b"\n")
+                del key
+        console.print(f"Wrote {events:,} events to {out}")
+        return
+    if bootstrap_servers is None:
+        raise CliError("give --out FILE, or Kafka via KAFKA_BOOTSTRAP_SERVERS/--bootstrap-servers")
+    ensure_topic(bootstrap_servers, topic, partitions)
+    with _progress() as progress:
+        counter, bump = _counter()
+        task = progress.add_task("produce", total=events, rate="")
+        with _ticker(progress, task, counter):
+            sent = produce(bootstrap_servers, topic, generate_messages(gen), rate=rate, on_sent=bump)
+    console.print(f"Produced {sent:,} events to {topic} on {bootstrap_servers}")
+
+
+@app.command()
+def broker(
+    port: Annotated[int, typer.Option(help="Loopback port; 0 picks a free one.")] = 9092,
+    topic: Topic = "orders",
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions of the topic to create.")] = 4,
+) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu) in the foreground."""
+    embedded = EmbeddedBroker(port=port or None).start()
+    try:
+        ensure_topic(embedded.bootstrap_servers, topic, partitions)
+        console.print(
+            f"Embedded broker on [bold]{embedded.bootstrap_servers}[/] with topic {topic} "
+            f"({partitions} partitions); storage is in memory. Ctrl-C to stop.\n"
+            f"  export KAFKA_BOOTSTRAP_SERVERS={embedded.bootstrap_servers}"
+        )
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        try:
+            while not stop.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            pass
+    finally:
+        embedded.stop()
+
+
+def main() -> None:
+    """Console entry point: one clear line per expected error."""
+    try:
+        app(standalone_mode=False)
+    except (CliError, KafkaSetupError, BrokerError, SettingsError, ValueError) as err:
+        if _state["debug"]:
+            raise
+        console.print(f"[bold red]error:[/] {err}", highlight=False)
+        sys.exit(1)
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("aborted")
+        sys.exit(130)
+    except Exception as err:  # noqa: BLE001 - the CLI's last line of defence
+        if _state["debug"] or isinstance(err, SystemExit):
+            raise
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        console.print(f"[bold red]error:[/] {type(err).__name__}: {err} (rerun with --debug)")
+        sys.exit(1)

@@ -19,7 +19,11 @@ DimensionReader = Callable[[OrderView, int], str | None]
 
 
 def _attribute(name: str) -> DimensionReader:
-    def read(view: OrderView, _at_us: int) -> str | None:
+    """An ORDER_CREATED attribute, in effect from the creation time on."""
+
+    def read(view: OrderView, at_us: int) -> str | None:
+        if view.created_us is None or at_us < view.created_us:
+            return None
         value = view.attributes.get(name)
         return None if value is None else str(value)
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeGuard
 
 import bytewax.operators as op
 import msgspec
-from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
@@ -71,7 +71,9 @@ class _PartitionLogic(StatefulBatchLogic[SourcedEvent, PartitionBatch, bytes]):
 class _WindowLogic(StatefulBatchLogic[PartitionBatch, Chunk, bytes]):
     """Bytewax adapter around :class:`MetricWindows` (one global instance)."""
 
-    def __init__(self, settings: HealthSettings, partitions: list[str], resume: bytes | None):
+    def __init__(
+        self, settings: HealthSettings, partitions: list[str], resume: bytes | None
+    ) -> None:
         self._windows: MetricWindows = (
             pickle.loads(resume) if resume else MetricWindows(settings, partitions)
         )
@@ -88,7 +90,16 @@ class _WindowLogic(StatefulBatchLogic[PartitionBatch, Chunk, bytes]):
         return pickle.dumps(self._windows, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _dead_letter_row(msg: KafkaSourceMessage[bytes, bytes], rejection: Rejection) -> dict[str, Any]:
+SourceItem = KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
+
+
+def _is_event(item: SourcedEvent | dict[str, Any]) -> TypeGuard[SourcedEvent]:
+    return isinstance(item, SourcedEvent)
+
+
+def _dead_letter_row(
+    msg: KafkaSourceMessage[bytes | None, bytes | None], rejection: Rejection
+) -> dict[str, Any]:
     return {
         "topic": msg.topic,
         "partition": msg.partition,
@@ -114,7 +125,10 @@ def build_flow(
     settings = config.settings
     partitions = [stream_name(config.topic, p) for p in range(config.partitions)]
 
-    def decode(msg: KafkaSourceMessage[bytes, bytes]) -> SourcedEvent | dict[str, Any]:
+    def decode(msg: SourceItem) -> SourcedEvent | dict[str, Any]:
+        if isinstance(msg, KafkaError):
+            # Unreachable with raise_on_errors=True; kept so that the type is total.
+            raise RuntimeError(f"error consuming from Kafka topic {config.topic!r}: {msg.err}")
         if on_consumed is not None:
             on_consumed(1)
         result = decoder.decode(msg.value, msg.key)
@@ -143,7 +157,7 @@ def build_flow(
     )
     messages = op.input("read_kafka", flow, source)
     decoded = op.map("decode", messages, decode)
-    split = op.branch("split_valid", decoded, lambda item: isinstance(item, SourcedEvent))
+    split = op.branch("split_valid", decoded, _is_event)
 
     dead_letters = op.map("dead_letter_rows", split.falses, lambda row: (SINK_KEY, [row]))
     op.output("write_dead_letter", dead_letters, sink(DEAD_LETTER, "append"))
@@ -164,7 +178,9 @@ def build_flow(
     lifecycle = op.filter_map(
         "order_lifecycle_rows",
         results,
-        lambda b: (SINK_KEY, Chunk({b.stream: b.last_offset}, b.lifecycle)) if b.lifecycle else None,
+        lambda b: (
+            (SINK_KEY, Chunk({b.stream: b.last_offset}, b.lifecycle)) if b.lifecycle else None
+        ),
     )
     op.output("write_order_lifecycle", lifecycle, sink(ORDER_LIFECYCLE, "upsert"))
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from dataflows.outcome import Outcome, OutcomeStatus, resolve
+from dataflows.outcome import Outcome, resolve
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import from_us, to_us
 from schemas.events import (
@@ -168,34 +168,36 @@ def derive_view(
     cancelled_us = to_us(cancelled.event_time) if cancelled else None
     present = [s.value for s in settings.stage_order if s.value in stage_us]
 
-    # Impossible transitions: a stage whose time precedes an earlier stage's time.
-    latest_before: tuple[int, str] | None = None
-    for stage in present:
+    # Impossible transitions: a stage that happened before a stage that should
+    # precede it.  Flagged at the earliest contradicting time, which only moves
+    # when an event inside the allowed lateness arrives (never in a final window).
+    for index, stage in enumerate(present):
         at = stage_us[stage]
-        if latest_before is not None and at < latest_before[0]:
+        contradictions = [(stage_us[e], e) for e in present[:index] if stage_us[e] > at]
+        if contradictions:
+            when, earlier = min(contradictions)
             flags.append(
                 Flag(
                     FlagKind.IMPOSSIBLE_TRANSITION,
-                    latest_before[0],
-                    f"{stage} at {_iso(at)} precedes {latest_before[1]} at {_iso(latest_before[0])}",
+                    when,
+                    f"{stage} at {_iso(at)} precedes {earlier} at {_iso(when)}",
                 )
             )
-        if latest_before is None or at > latest_before[0]:
-            latest_before = (at, stage)
 
-    # Stage dwell against SLA, for completed and still-pending stages alike.
+    # Stage dwell against SLA, for completed and still-pending stages alike.  A
+    # stage ends at the first later-stage event (or cancellation) at or after it.
     deadlines: list[int] = []
     dwell_us: dict[str, int] = {}
     for index, stage in enumerate(present):
         if stage == EventType.DELIVERED.value:
             continue
         start = stage_us[stage]
-        ends = [stage_us[present[index + 1]]] if index + 1 < len(present) else []
+        progress = [stage_us[e] for e in present[index + 1 :] if stage_us[e] >= start]
+        if progress:
+            dwell_us[stage] = min(progress) - start
         if cancelled_us is not None and cancelled_us >= start:
-            ends.append(cancelled_us)
-        end = min(ends) if ends else None
-        if end is not None and index + 1 < len(present) and end == stage_us[present[index + 1]]:
-            dwell_us[stage] = end - start
+            progress.append(cancelled_us)
+        end = min(progress) if progress else None
         sla = settings.stage_sla_us.get(EventType(stage))
         if sla is None:
             continue
@@ -219,7 +221,14 @@ def derive_view(
         cancelled_us=cancelled_us,
         watermark_us=watermark_us,
     )
-    if outcome.status is OutcomeStatus.OPEN and first_promise is not None:
+    delivered_us = stage_us.get(EventType.DELIVERED.value)
+    if (
+        first_promise is not None
+        and delivered_us is None
+        and (watermark_us is None or watermark_us <= first_promise)
+        and (cancelled_us is None or cancelled_us >= first_promise)
+    ):
+        # The outcome turns late when the watermark passes the first promise.
         deadlines.append(first_promise)
 
     flags.sort(key=lambda f: (f.at_us, f.kind, f.reason))

@@ -94,6 +94,7 @@ class PartitionProcessor:
         return {
             "topic": self.topic,
             "partition": self.partition,
+            "settings": self.settings,
             "max_event_us": self.max_event_us,
             "orders": self.orders,
             "timers": self._timers,
@@ -102,6 +103,7 @@ class PartitionProcessor:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.topic = state["topic"]
         self.partition = state["partition"]
+        self.settings = state["settings"]
         self.max_event_us = state["max_event_us"]
         self.orders = state["orders"]
         self._timers = state["timers"]
@@ -186,7 +188,9 @@ class PartitionProcessor:
         contribution = order_contribution(view, times, self.settings)
         for key, vector in diff_contributions(order.contribution, contribution).items():
             current = delta.get(key)
-            delta[key] = vector if current is None else [a + b for a, b in zip(current, vector)]
+            delta[key] = (
+                vector if current is None else [a + b for a, b in zip(current, vector, strict=True)]
+            )
         order.contribution = contribution
         if view.next_deadline_us != order.deadline_us:
             order.deadline_us = view.next_deadline_us

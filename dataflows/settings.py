@@ -116,9 +116,13 @@ class HealthSettings(msgspec.Struct, frozen=True):
         except ValueError as err:
             raise SettingsError(f"{source}: stages: {err}") from err
         if order[0] is not EventType.ORDER_CREATED or order[-1] is not EventType.DELIVERED:
-            raise SettingsError(f"{source}: stages.order must start at ORDER_CREATED, end at DELIVERED")
+            raise SettingsError(
+                f"{source}: stages.order must start at ORDER_CREATED, end at DELIVERED"
+            )
         if bad := [k.value for k, v in sla.items() if v <= 0 or k not in order]:
-            raise SettingsError(f"{source}: stages.sla_hours {bad} must be positive stages in order")
+            raise SettingsError(
+                f"{source}: stages.sla_hours {bad} must be positive stages in order"
+            )
         return cls(
             window_sizes=tuple(sorted(sizes, key=lambda s: s[1])),
             allowed_lateness_us=lateness,

@@ -20,7 +20,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from lakehouse.tables import TableSpec
 from lakehouse.writer import Chunk, DeltaWriter
 
-__all__ = ["DeltaSink", "SINK_KEY"]
+__all__ = ["SINK_KEY", "DeltaSink"]
 
 #: Every item of a Delta sink is routed to one sink partition: one writer per
 #: table avoids concurrent-commit conflicts between workers.
@@ -88,9 +88,7 @@ class DeltaSink(FixedPartitionedSink[Any, None]):
     def list_parts(self) -> list[str]:
         return [SINK_KEY]
 
-    def build_part(
-        self, step_id: str, for_part: str, resume_state: None
-    ) -> _DeltaSinkPartition:
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _DeltaSinkPartition:
         writer = DeltaWriter(
             self._root,
             self._spec,

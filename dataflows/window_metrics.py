@@ -53,7 +53,9 @@ class MetricWindows:
         changed: set[WindowKey] = set()
         self._add(batch.window_delta, changed)
         if batch.last_offset >= 0:
-            self.progress[batch.stream] = max(self.progress.get(batch.stream, -1), batch.last_offset)
+            self.progress[batch.stream] = max(
+                self.progress.get(batch.stream, -1), batch.last_offset
+            )
         before = self.watermark_us
         if batch.watermark_us is not None:
             self.partition_watermarks[batch.stream] = batch.watermark_us

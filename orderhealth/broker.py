@@ -84,8 +84,7 @@ class EmbeddedBroker:
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise BrokerError(
-                    f"embedded broker exited with code {self._process.returncode}; "
-                    f"see {self._log}"
+                    f"embedded broker exited with code {self._process.returncode}; see {self._log}"
                 )
             try:
                 with socket.create_connection((self.host, self.port), timeout=0.2):

@@ -62,9 +62,7 @@ Bootstrap = Annotated[
     ),
 ]
 Topic = Annotated[str, typer.Option("--topic", help="Kafka topic of order events.")]
-Scenario = Annotated[
-    str, typer.Option("--scenario", help=f"Scenario: {', '.join(SCENARIOS)}.")
-]
+Scenario = Annotated[str, typer.Option("--scenario", help=f"Scenario: {', '.join(SCENARIOS)}.")]
 Events = Annotated[int, typer.Option("--events", min=1, help="Number of messages to generate.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (same seed, same events).")]
 Workers = Annotated[int, typer.Option("--workers", min=1, help="Bytewax workers in this process.")]
@@ -206,9 +204,10 @@ def demo(
         console.print(f"  {spec.path:32s} {table_uri(root, spec)}")
     console.print(
         "\nNext: read them with deltalake, e.g.\n"
-        f"  python -c \"from deltalake import DeltaTable; "
+        f'  python -c "from deltalake import DeltaTable; '
         f"print(DeltaTable('{table_uri(root, TABLES[-1])}').to_pyarrow_table().slice(0, 5))\"\n"
-        "  or stream your own Kafka topic: orderhealth run --bootstrap-servers HOST:9092 --topic orders"
+        "  or stream your own Kafka topic:\n"
+        "  orderhealth run --bootstrap-servers HOST:9092 --topic orders"
     )
 
 
@@ -268,7 +267,8 @@ def generate(
     topic: Topic = "orders",
     partitions: Annotated[int, typer.Option(min=1, help="Partitions if the topic is created.")] = 4,
     rate: Annotated[
-        float | None, typer.Option(min=1.0, help="Messages per second; default as fast as possible.")
+        float | None,
+        typer.Option(min=1.0, help="Messages per second; default as fast as possible."),
     ] = None,
     bad_fraction: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share of malformed messages.")
@@ -301,7 +301,9 @@ def generate(
         counter, bump = _counter()
         task = progress.add_task("produce", total=events, rate="")
         with _ticker(progress, task, counter):
-            sent = produce(bootstrap_servers, topic, generate_messages(gen), rate=rate, on_sent=bump)
+            sent = produce(
+                bootstrap_servers, topic, generate_messages(gen), rate=rate, on_sent=bump
+            )
     console.print(f"Produced {sent:,} events to {topic} on {bootstrap_servers}")
 
 
@@ -332,24 +334,22 @@ def broker(
 
 
 def main() -> None:
-    """Console entry point: one clear line per expected error."""
+    """Console entry point: one clear line per error unless ``--debug``."""
     try:
-        app(standalone_mode=False)
+        app()
     except (CliError, KafkaSetupError, BrokerError, SettingsError, ValueError) as err:
         if _state["debug"]:
             raise
         console.print(f"[bold red]error:[/] {err}", highlight=False)
         sys.exit(1)
-    except (typer.Abort, KeyboardInterrupt):
-        console.print("aborted")
+    except KeyboardInterrupt:
+        console.print("interrupted")
         sys.exit(130)
-    except Exception as err:  # noqa: BLE001 - the CLI's last line of defence
-        if _state["debug"] or isinstance(err, SystemExit):
+    except Exception as err:
+        if _state["debug"]:
             raise
-        import click
-
-        if isinstance(err, click.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
-        console.print(f"[bold red]error:[/] {type(err).__name__}: {err} (rerun with --debug)")
+        console.print(
+            f"[bold red]error:[/] {type(err).__name__}: {err} (rerun with --debug for details)",
+            highlight=False,
+        )
         sys.exit(1)

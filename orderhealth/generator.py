@@ -219,7 +219,9 @@ class _OrderBuilder:
         if sc.warehouse == warehouse and self._in_incident(now + accept_delay):
             # The warehouse is down: the order waits for recovery, or ops reroute it.
             events.append(
-                Exception_(**common(now + timedelta(minutes=20), "WMS"), exception_code="FACILITY_DOWN")
+                Exception_(
+                    **common(now + timedelta(minutes=20), "WMS"), exception_code="FACILITY_DOWN"
+                )
             )
             if rng.random() < 0.35:
                 now += timedelta(hours=rng.uniform(2.0, 5.0))
@@ -259,13 +261,21 @@ class _OrderBuilder:
         if sc.carrier == carrier and self._in_incident(now):
             transit += timedelta(hours=sc.carrier_extra_h * rng.uniform(0.6, 1.2))
             events.append(
-                Exception_(**common(now + timedelta(hours=6), "TMS"), exception_code="CARRIER_DELAY")
+                Exception_(
+                    **common(now + timedelta(hours=6), "TMS"), exception_code="CARRIER_DELAY"
+                )
             )
         if rng.random() < 0.05:
             later = _ms(promised + timedelta(hours=rng.choice((12.0, 24.0))))
-            events.append(PromiseUpdated(**common(now + timedelta(hours=1), "OMS"), promised_delivery_at=later))
+            events.append(
+                PromiseUpdated(
+                    **common(now + timedelta(hours=1), "OMS"), promised_delivery_at=later
+                )
+            )
         if rng.random() < 0.01:
-            events.append(Exception_(**common(now + transit / 2, "TMS"), exception_code="ADDRESS_ISSUE"))
+            events.append(
+                Exception_(**common(now + transit / 2, "TMS"), exception_code="ADDRESS_ISSUE")
+            )
             transit += timedelta(hours=24)
         now += transit
         events.append(Delivered(**common(now, "TMS")))
@@ -287,7 +297,9 @@ _BAD_MESSAGES = (
 def generate_messages(config: GeneratorConfig) -> Iterator[tuple[bytes | None, bytes]]:
     """(Kafka key, JSON value) pairs in arrival order; exactly ``config.events`` of them."""
     if config.scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {config.scenario!r}; choose from {', '.join(SCENARIOS)}")
+        raise ValueError(
+            f"unknown scenario {config.scenario!r}; choose from {', '.join(SCENARIOS)}"
+        )
     if config.events < 1:
         raise ValueError("events must be at least 1")
     rng = random.Random(config.seed)
@@ -322,8 +334,8 @@ def generate_messages(config: GeneratorConfig) -> Iterator[tuple[bytes | None, b
         if cutoff is not None and created > cutoff:
             break
         target = int(target * 1.3)
-    for _, _, key, value in arrivals[: config.events]:
-        yield key, value
+    for _arrived, _tie, message_key, message in arrivals[: config.events]:
+        yield message_key, message
 
 
 def _arrival(rng: random.Random, config: GeneratorConfig, happened: datetime) -> datetime:

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Iterable
 
 from confluent_kafka import KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 __all__ = ["KafkaSetupError", "client_config", "ensure_topic", "produce", "topic_partitions"]
 
@@ -20,14 +20,14 @@ class KafkaSetupError(RuntimeError):
     """The Kafka cluster is unreachable or refused a setup call."""
 
 
-def client_config(bootstrap_servers: str) -> dict[str, str]:
+def client_config(bootstrap_servers: str) -> dict[str, str | int | float | bool]:
     """librdkafka settings: bootstrap plus ``KAFKA_*`` security pass-through.
 
     ``KAFKA_SECURITY_PROTOCOL=SASL_SSL`` becomes ``security.protocol``, and so on
     for ``KAFKA_SASL_MECHANISM``, ``KAFKA_SASL_USERNAME``, ``KAFKA_SASL_PASSWORD``
     and ``KAFKA_SSL_CA_LOCATION``.
     """
-    config = {"bootstrap.servers": bootstrap_servers}
+    config: dict[str, str | int | float | bool] = {"bootstrap.servers": bootstrap_servers}
     for name in (
         "SECURITY_PROTOCOL",
         "SASL_MECHANISM",
@@ -56,9 +56,7 @@ def topic_partitions(bootstrap_servers: str, topic: str, timeout: float = 10.0) 
     return len(info.partitions)
 
 
-def ensure_topic(
-    bootstrap_servers: str, topic: str, partitions: int, timeout: float = 10.0
-) -> int:
+def ensure_topic(bootstrap_servers: str, topic: str, partitions: int, timeout: float = 10.0) -> int:
     """Create ``topic`` with ``partitions`` unless it exists; returns its partition count."""
     admin = AdminClient(client_config(bootstrap_servers))
     try:

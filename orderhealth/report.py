@@ -46,7 +46,9 @@ def print_health(console: Console, root: str, *, days: int = 5) -> None:
         table.add_column("warehouse")
         for start in starts:
             final = all(grid[v].get(start, {}).get("is_final", True) for v in grid)
-            table.add_column(start.strftime("%a %d %b") + ("" if final else " (open)"), justify="right")
+            table.add_column(
+                start.strftime("%a %d %b") + ("" if final else " (open)"), justify="right"
+            )
         for name, cells in [("ALL", overall["all"]), *sorted(grid.items())]:
             rendered = []
             for start in starts:

@@ -17,7 +17,7 @@ import msgspec
 
 from schemas.events import SCHEMA_VERSION, Event
 
-__all__ = ["MAX_MESSAGE_BYTES", "EventDecoder", "Rejection", "RejectReason"]
+__all__ = ["MAX_MESSAGE_BYTES", "EventDecoder", "RejectReason", "Rejection"]
 
 #: Messages larger than this are rejected before parsing (a 5 MB blob is not an
 #: order event, and parsing it would stall the partition).
@@ -50,7 +50,9 @@ class Rejection(msgspec.Struct, frozen=True):
 
 
 _AT_PATH = re.compile(r" - at `(?P<path>[^`]+)`$")
-_MISSING = re.compile(r"Object missing required field `(?P<field>[^`]+)`(?: - at `(?P<path>[^`]+)`)?")
+_MISSING = re.compile(
+    r"Object missing required field `(?P<field>[^`]+)`(?: - at `(?P<path>[^`]+)`)?"
+)
 _INVALID_TAG = re.compile(r"Invalid value '(?P<got>.*)' - at `\$\.event_type`$")
 _EXPECTED = re.compile(r"^Expected (?P<expected>.+?)(?:, got `(?P<got>[^`]+)`)?(?: - at `[^`]+`)?$")
 _PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")

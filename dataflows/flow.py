@@ -19,10 +19,11 @@ from typing import Any, TypeGuard
 
 import bytewax.operators as op
 import msgspec
-from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.operators import StatefulBatchLogic
 
+from dataflows.kafka_source import FlowControl, FlowControlledKafkaSource
 from dataflows.partition_processor import PartitionBatch, PartitionProcessor, SourcedEvent
 from dataflows.settings import HealthSettings
 from dataflows.sinks import SINK_KEY, DeltaSink
@@ -48,20 +49,28 @@ class FlowConfig(msgspec.Struct, frozen=True):
     pipeline_id: str = "orderhealth"
     kafka_config: dict[str, str] = {}
     storage_options: dict[str, str] | None = None
+    #: Consumed-but-unprocessed messages allowed per process; None = no limit
+    #: (needed for multi-process runs, see dataflows.kafka_source).
+    max_in_flight: int | None = 20_000
 
 
 class _PartitionLogic(StatefulBatchLogic[SourcedEvent, PartitionBatch, bytes]):
     """Bytewax adapter around :class:`PartitionProcessor` (one per Kafka partition)."""
 
-    def __init__(self, settings: HealthSettings, resume: bytes | None) -> None:
+    def __init__(
+        self, settings: HealthSettings, control: FlowControl, resume: bytes | None
+    ) -> None:
         self._settings = settings
+        self._control = control
         self._processor: PartitionProcessor | None = pickle.loads(resume) if resume else None
 
     def on_batch(self, values: list[SourcedEvent]) -> tuple[Iterable[PartitionBatch], bool]:
         if self._processor is None:
             first = values[0]
             self._processor = PartitionProcessor(first.topic, first.partition, self._settings)
-        return [self._processor.process(values)], StatefulBatchLogic.RETAIN
+        result = self._processor.process(values)
+        self._control.completed(len(values))
+        return [result], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
         # Pickled bytes are an immutable copy, as Bytewax requires.
@@ -122,6 +131,7 @@ def build_flow(
 ) -> Dataflow:
     """Build the dataflow.  ``on_consumed``/``on_commit`` feed progress displays."""
     decoder = EventDecoder()
+    control = FlowControl(config.max_in_flight)
     settings = config.settings
     partitions = [stream_name(config.topic, p) for p in range(config.partitions)]
 
@@ -133,6 +143,7 @@ def build_flow(
             on_consumed(1)
         result = decoder.decode(msg.value, msg.key)
         if isinstance(result, Rejection):
+            control.completed(1)
             return _dead_letter_row(msg, result)
         assert msg.topic is not None and msg.partition is not None and msg.offset is not None
         return SourcedEvent(result, msg.topic, msg.partition, msg.offset)
@@ -148,12 +159,13 @@ def build_flow(
         )
 
     flow = Dataflow("orderhealth")
-    source = KafkaSource(
+    source = FlowControlledKafkaSource(
         [config.bootstrap_servers],
         [config.topic],
         tail=config.tail,
         batch_size=config.batch_size,
         add_config=dict(config.kafka_config),
+        control=control,
     )
     messages = op.input("read_kafka", flow, source)
     decoded = op.map("decode", messages, decode)
@@ -166,7 +178,7 @@ def build_flow(
         "key_by_partition", split.trues, lambda e: stream_name(e.topic, e.partition)
     )
     batches = op.stateful_batch(
-        "track_lifecycle", by_partition, lambda resume: _PartitionLogic(settings, resume)
+        "track_lifecycle", by_partition, lambda resume: _PartitionLogic(settings, control, resume)
     )
     results = op.map("drop_partition_key", batches, lambda kv: kv[1])
 

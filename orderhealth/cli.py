@@ -34,7 +34,13 @@ from lakehouse.reader import pipeline_counts
 from lakehouse.tables import TABLES, table_uri
 from orderhealth.broker import BrokerError, EmbeddedBroker
 from orderhealth.generator import SCENARIOS, GeneratorConfig, generate_messages
-from orderhealth.kafka import KafkaSetupError, ensure_topic, produce, topic_partitions
+from orderhealth.kafka import (
+    KafkaSetupError,
+    client_config,
+    ensure_topic,
+    produce,
+    topic_partitions,
+)
 
 __all__ = ["app", "main"]
 
@@ -223,6 +229,10 @@ def run(
     snapshot_interval: Annotated[
         float, typer.Option(min=0.1, help="Epoch length in seconds: commit and snapshot cadence.")
     ] = 2.0,
+    backup_interval: Annotated[
+        float,
+        typer.Option(min=0.0, help="Seconds to keep superseded recovery snapshots (for backups)."),
+    ] = 0.0,
     once: Annotated[bool, typer.Option(help="Stop at the end of the topic.")] = False,
     config: Config = None,
 ) -> None:
@@ -235,6 +245,8 @@ def run(
     settings = HealthSettings.load(config)
     count = topic_partitions(bootstrap_servers, topic)
     root = lakehouse if "://" in lakehouse else str(Path(lakehouse).resolve())
+    security = {k: str(v) for k, v in client_config(bootstrap_servers).items()}
+    security.pop("bootstrap.servers")
     flow_config = FlowConfig(
         bootstrap_servers=bootstrap_servers,
         topic=topic,
@@ -242,6 +254,7 @@ def run(
         lakehouse=root,
         settings=settings,
         tail=not once,
+        kafka_config=security,
     )
     from orderhealth.pipeline import run_flow
 
@@ -251,6 +264,7 @@ def run(
         workers=workers,
         snapshot_interval_s=snapshot_interval,
         recovery_dir=recovery_dir,
+        backup_interval_s=backup_interval,
     )
     console.print("Flow finished.")
 

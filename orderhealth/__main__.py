@@ -1,0 +1,5 @@
+"""``python -m orderhealth`` = the ``orderhealth`` command."""
+
+from orderhealth.cli import main
+
+main()

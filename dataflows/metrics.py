@@ -15,7 +15,14 @@ import msgspec
 
 from dataflows.timeutil import US_PER_HOUR
 
-__all__ = ["COMPONENTS", "DISTINCT_MEASURES", "MEASURES", "Component", "compute_components"]
+__all__ = [
+    "COMPONENTS",
+    "DISTINCT_MEASURES",
+    "MEASURES",
+    "Component",
+    "components_markdown",
+    "compute_components",
+]
 
 #: Measure names, in the order of the vectors that flow between steps.
 MEASURES: tuple[str, ...] = (
@@ -80,3 +87,11 @@ COMPONENTS: tuple[Component, ...] = (
 def compute_components(measures: Mapping[str, int]) -> dict[str, float | None]:
     """Every component for one window row; None where the component has no data."""
     return {c.name: c.compute(measures) for c in COMPONENTS}
+
+
+def components_markdown() -> str:
+    """The component table of ``docs/metrics.md`` (kept in sync by a test)."""
+    lines = ["| component | unit | formula |", "|---|---|---|"]
+    lines += [f"| `{c.name}` | {c.unit} | {c.formula} |" for c in COMPONENTS]
+    lines += ["", "Measures (additive per window row): " + ", ".join(f"`{m}`" for m in MEASURES)]
+    return "\n".join(lines) + "\n"

@@ -234,6 +234,10 @@ def run(
         typer.Option(min=0.0, help="Seconds to keep superseded recovery snapshots (for backups)."),
     ] = 0.0,
     once: Annotated[bool, typer.Option(help="Stop at the end of the topic.")] = False,
+    max_in_flight: Annotated[
+        int,
+        typer.Option(min=0, help="Consumed-but-unprocessed messages allowed; 0 = unlimited."),
+    ] = 20_000,
     config: Config = None,
 ) -> None:
     """Run the streaming flow against the configured Kafka topic."""
@@ -255,6 +259,7 @@ def run(
         settings=settings,
         tail=not once,
         kafka_config=security,
+        max_in_flight=max_in_flight or None,
     )
     from orderhealth.pipeline import run_flow
 

@@ -40,6 +40,8 @@ def _run_command(broker: EmbeddedBroker, topic: str, lakehouse: Path, recovery: 
         str(recovery),
         "--snapshot-interval",
         "0.5",
+        "--max-in-flight",
+        "4000",
     ]
 
 
@@ -79,12 +81,13 @@ def test_sigkill_and_restart_leaves_tables_identical_to_uncrashed_run(
     for _ in range(3):
         process = _run(command, log)
         start_version = _bronze_version(crashed)
-        # Let it commit at least one more epoch, then kill at a random moment.
+        # Let it commit at least one more epoch, then kill at a random moment
+        # (random points land both inside a commit and between epochs).
         deadline = time.monotonic() + 120
-        while _bronze_version(crashed) <= start_version + 1 and process.poll() is None:
+        while _bronze_version(crashed) <= start_version and process.poll() is None:
             assert time.monotonic() < deadline, "flow made no progress"
-            time.sleep(0.05)
-        time.sleep(rng.uniform(0.0, 1.5))
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.8))
         if process.poll() is not None:
             break  # finished before we could kill it
         process.send_signal(signal.SIGKILL)

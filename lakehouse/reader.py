@@ -11,7 +11,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from deltalake import DeltaTable
+from deltalake import DeltaTable, QueryBuilder
 from deltalake.exceptions import TableNotFoundError
 
 from lakehouse.tables import (
@@ -27,13 +27,22 @@ __all__ = ["PipelineCounts", "latest_health", "pipeline_counts", "read_table"]
 
 
 def read_table(root: str, spec: TableSpec, columns: list[str] | None = None) -> pa.Table:
-    """The table's current version as Arrow (empty with its schema if missing)."""
+    """The table's current version as Arrow (empty with its schema if missing).
+
+    Reads through delta-rs's own query engine rather than
+    ``DeltaTable.to_pyarrow_table()``: the latter scans through a Rust-backed
+    pyarrow filesystem whose threads abort the interpreter at exit about half
+    the time with deltalake 1.6 ("terminate called without an active
+    exception", delta-io/delta-rs#2184).
+    """
+    schema = pa.schema([spec.schema.field(c) for c in columns]) if columns else spec.schema
     try:
         table = DeltaTable(table_uri(root, spec))
     except TableNotFoundError:
-        empty = spec.schema.empty_table()
-        return empty.select(columns) if columns else empty
-    return table.to_pyarrow_table(columns=columns)
+        return schema.empty_table()
+    selected = ", ".join(f'"{name}"' for name in schema.names)
+    result = QueryBuilder().register("t", table).execute(f"SELECT {selected} FROM t").read_all()
+    return pa.table(result).cast(schema)
 
 
 class PipelineCounts(dict[str, Any]):

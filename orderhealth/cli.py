@@ -209,9 +209,10 @@ def demo(
     for spec in TABLES:
         console.print(f"  {spec.path:32s} {table_uri(root, spec)}")
     console.print(
-        "\nNext: read them with deltalake, e.g.\n"
-        f'  python -c "from deltalake import DeltaTable; '
-        f"print(DeltaTable('{table_uri(root, TABLES[-1])}').to_pyarrow_table().slice(0, 5))\"\n"
+        "\nNext: query them with deltalake, e.g.\n"
+        '  .venv/bin/python -c "from deltalake import DeltaTable, QueryBuilder; '
+        f"print(QueryBuilder().register('m', DeltaTable('{table_uri(root, TABLES[-1])}'))"
+        ".execute('SELECT * FROM m LIMIT 5').read_all())\"\n"
         "  or stream your own Kafka topic:\n"
         "  orderhealth run --bootstrap-servers HOST:9092 --topic orders"
     )

@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 from deltalake import DeltaTable
 
+from lakehouse.reader import read_table
 from lakehouse.tables import DEAD_LETTER, ORDER_LIFECYCLE, TableSpec, table_uri
 from lakehouse.writer import Chunk, DeltaWriter
 
@@ -42,7 +43,7 @@ def test_append_skips_rows_already_committed(tmp_path: Path) -> None:
     assert fresh.append([dead_row(0, 1), dead_row(0, 2), dead_row(1, 0)]) == 1
     assert fresh.append([dead_row(0, 2)]) == 0
     table = DeltaTable(table_uri(root, DEAD_LETTER))
-    rows = sorted((r["partition"], r["offset"]) for r in table.to_pyarrow_table().to_pylist())
+    rows = sorted((r["partition"], r["offset"]) for r in read_table(root, DEAD_LETTER).to_pylist())
     assert rows == [(0, 0), (0, 1), (0, 2), (1, 0)]
     assert table.transaction_version(fresh.app_id("t/0")) == 2
     assert table.transaction_version(fresh.app_id("t/1")) == 0
@@ -67,7 +68,7 @@ def test_upsert_is_keyed_and_skips_dominated_chunks(tmp_path: Path) -> None:
     assert replay.upsert([Chunk({"s/0": 9}, [{"k": "a", "v": 2}])]) == 0
     # A chunk that moves any stream forward is applied.
     assert replay.upsert([Chunk({"s/0": 12, "s/1": 0}, [{"k": "c", "v": 7}])]) == 1
-    rows = {r["k"]: r["v"] for r in DeltaTable(writer.uri).to_pyarrow_table().to_pylist()}
+    rows = {r["k"]: r["v"] for r in read_table(str(tmp_path), KV).to_pylist()}
     assert rows == {"a": 3, "b": 1, "c": 7}
 
 
@@ -75,7 +76,7 @@ def test_tables_are_created_with_their_schema(tmp_path: Path) -> None:
     writer = DeltaWriter(str(tmp_path), ORDER_LIFECYCLE)
     table = writer.table()
     assert table.schema().to_arrow().names == ORDER_LIFECYCLE.schema.names
-    assert table.to_pyarrow_table().num_rows == 0
+    assert read_table(str(tmp_path), ORDER_LIFECYCLE).num_rows == 0
 
 
 def test_millisecond_timestamps_survive_a_round_trip(tmp_path: Path) -> None:
@@ -94,4 +95,4 @@ def test_millisecond_timestamps_survive_a_round_trip(tmp_path: Path) -> None:
     DeltaWriter(str(tmp_path), spec).append(
         [{"topic": "t", "partition": 0, "offset": 0, "at": moment}]
     )
-    assert DeltaTable(table_uri(str(tmp_path), spec)).to_pyarrow_table()["at"][0].as_py() == moment
+    assert read_table(str(tmp_path), spec)["at"][0].as_py() == moment

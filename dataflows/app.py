@@ -6,7 +6,8 @@ recovery flag (``-w``, ``-i``, ``-a``, ``-r``, ``-s``, ``-b``)::
 
     export KAFKA_BOOTSTRAP_SERVERS=broker:9092 ORDERHEALTH_TOPIC=orders \\
            ORDERHEALTH_LAKEHOUSE=s3://bucket/lakehouse
-    python -m bytewax.recovery /var/lib/orderhealth/recovery 4   # once
+    mkdir -p /var/lib/orderhealth/recovery   # once:
+    python -m bytewax.recovery /var/lib/orderhealth/recovery 4
     python -m bytewax.run dataflows.app:get_flow -w 2 -i 0 -a "h0:2101;h1:2101" \\
         -r /var/lib/orderhealth/recovery -s 2 -b 600
 

@@ -12,7 +12,7 @@ from lakehouse.reader import read_table
 from lakehouse.tables import BRONZE_EVENTS, DEAD_LETTER, HEALTH_METRICS_STAGING, ORDER_LIFECYCLE
 from orderhealth.broker import EmbeddedBroker
 from orderhealth.generator import GeneratorConfig
-from tests.integration.conftest import load_topic, run_to_end
+from tests.integration.conftest import all_tables, load_topic, run_to_end
 
 pytestmark = pytest.mark.integration
 EVENTS = 40_000
@@ -172,3 +172,16 @@ def _worst_gap(root: Path) -> float:
             gaps.append(min(others) - rates["WH-BER"])
     assert gaps, "no comparable days"
     return max(gaps)
+
+
+def test_two_workers_write_the_same_tables_as_one(broker: EmbeddedBroker, tmp_path: Path) -> None:
+    config = GeneratorConfig(
+        events=15_000, seed=9, scenario="finance_bottleneck", bad_fraction=0.005
+    )
+    topic = load_topic(broker, config)
+    run_to_end(broker, topic, tmp_path / "one", workers=1)
+    run_to_end(broker, topic, tmp_path / "two", workers=2)
+    one, two = all_tables(tmp_path / "one"), all_tables(tmp_path / "two")
+    for name, table in one.items():
+        assert table.num_rows > 0, name
+        assert two[name].equals(table), name

@@ -35,7 +35,7 @@ class ConfigError(RuntimeError):
 
 def config_from_env() -> FlowConfig:
     """Build the flow configuration from ``KAFKA_*`` and ``ORDERHEALTH_*`` variables."""
-    from orderhealth.kafka import client_config, topic_partitions
+    from orderhealth.kafka import security_config, topic_partitions
 
     servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not servers:
@@ -47,14 +47,13 @@ def config_from_env() -> FlowConfig:
     config_path = os.environ.get("ORDERHEALTH_HEALTH_CONFIG")
     multi_process = ";" in os.environ.get("BYTEWAX_ADDRESSES", "")
     in_flight = os.environ.get("ORDERHEALTH_MAX_IN_FLIGHT")
-    extra = {k: str(v) for k, v in client_config(servers).items() if k != "bootstrap.servers"}
     return FlowConfig(
         bootstrap_servers=servers,
         topic=topic,
         partitions=topic_partitions(servers, topic),
         lakehouse=lakehouse,
         settings=HealthSettings.load(Path(config_path) if config_path else None),
-        kafka_config=extra,
+        kafka_config=security_config(),
         max_in_flight=int(in_flight) if in_flight else (None if multi_process else 20_000),
     )
 

@@ -36,9 +36,9 @@ from orderhealth.broker import BrokerError, EmbeddedBroker
 from orderhealth.generator import SCENARIOS, GeneratorConfig, generate_messages
 from orderhealth.kafka import (
     KafkaSetupError,
-    client_config,
     ensure_topic,
     produce,
+    security_config,
     topic_partitions,
 )
 
@@ -103,34 +103,35 @@ def _progress() -> Progress:
 
 
 @contextmanager
-def _ticker(progress: Progress, task: object, counter: list[int]) -> Iterator[None]:
-    """Refresh a task from a counter bumped on a hot path (no per-item rich calls)."""
+def _tracked(progress: Progress, description: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress task fed by a cheap counter bump (no rich call per item).
+
+    A background thread refreshes the bar four times a second.
+    """
+    task = progress.add_task(description, total=total, rate="")
+    counter = [0]
     done = threading.Event()
     started = time.monotonic()
 
     def refresh() -> None:
-        while not done.wait(0.25):
-            rate = counter[0] / max(time.monotonic() - started, 1e-6)
-            progress.update(task, completed=counter[0], rate=f"{rate:,.0f}/s")  # type: ignore[arg-type]
-
-    thread = threading.Thread(target=refresh, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
         rate = counter[0] / max(time.monotonic() - started, 1e-6)
-        progress.update(task, completed=counter[0], rate=f"{rate:,.0f}/s")  # type: ignore[arg-type]
+        progress.update(task, completed=counter[0], rate=f"{rate:,.0f}/s")
 
-
-def _counter() -> tuple[list[int], Callable[[int], None]]:
-    counter = [0]
+    def loop() -> None:
+        while not done.wait(0.25):
+            refresh()
 
     def bump(n: int) -> None:
         counter[0] += n
 
-    return counter, bump
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield bump
+    finally:
+        done.set()
+        thread.join()
+        refresh()
 
 
 def _reset_lakehouse(root: str) -> None:
@@ -178,12 +179,8 @@ def demo(
         console.print(f"Scenario [bold]{scenario}[/]: {SCENARIOS[scenario].description}")
         gen = GeneratorConfig(events=events, seed=seed, scenario=scenario, bad_fraction=0.002)
         with _progress() as progress:
-            counter, bump = _counter()
-            task = progress.add_task("produce", total=events, rate="")
-            with _ticker(progress, task, counter):
+            with _tracked(progress, "produce", events) as bump:
                 produce(bootstrap_servers, topic, generate_messages(gen), on_sent=bump)
-            counter2, bump2 = _counter()
-            task2 = progress.add_task("stream ", total=events, rate="")
             config = FlowConfig(
                 bootstrap_servers=bootstrap_servers,
                 topic=topic,
@@ -194,8 +191,8 @@ def demo(
             )
             from orderhealth.pipeline import run_flow
 
-            with _ticker(progress, task2, counter2):
-                run_flow(config, workers=workers, recovery_dir=recovery, on_consumed=bump2)
+            with _tracked(progress, "stream ", events) as bump:
+                run_flow(config, workers=workers, recovery_dir=recovery, on_consumed=bump)
     finally:
         if broker is not None:
             broker.stop()
@@ -250,8 +247,6 @@ def run(
     settings = HealthSettings.load(config)
     count = topic_partitions(bootstrap_servers, topic)
     root = lakehouse if "://" in lakehouse else str(Path(lakehouse).resolve())
-    security = {k: str(v) for k, v in client_config(bootstrap_servers).items()}
-    security.pop("bootstrap.servers")
     flow_config = FlowConfig(
         bootstrap_servers=bootstrap_servers,
         topic=topic,
@@ -259,7 +254,7 @@ def run(
         lakehouse=root,
         settings=settings,
         tail=not once,
-        kafka_config=security,
+        kafka_config=security_config(),
         max_in_flight=max_in_flight or None,
     )
     from orderhealth.pipeline import run_flow
@@ -317,13 +312,8 @@ def generate(
     if bootstrap_servers is None:
         raise CliError("give --out FILE, or Kafka via KAFKA_BOOTSTRAP_SERVERS/--bootstrap-servers")
     ensure_topic(bootstrap_servers, topic, partitions)
-    with _progress() as progress:
-        counter, bump = _counter()
-        task = progress.add_task("produce", total=events, rate="")
-        with _ticker(progress, task, counter):
-            sent = produce(
-                bootstrap_servers, topic, generate_messages(gen), rate=rate, on_sent=bump
-            )
+    with _progress() as progress, _tracked(progress, "produce", events) as bump:
+        sent = produce(bootstrap_servers, topic, generate_messages(gen), rate=rate, on_sent=bump)
     console.print(f"Produced {sent:,} events to {topic} on {bootstrap_servers}")
 
 

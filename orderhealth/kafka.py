@@ -13,21 +13,28 @@ from collections.abc import Callable, Iterable
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-__all__ = ["KafkaSetupError", "client_config", "ensure_topic", "produce", "topic_partitions"]
+__all__ = [
+    "KafkaSetupError",
+    "client_config",
+    "ensure_topic",
+    "produce",
+    "security_config",
+    "topic_partitions",
+]
 
 
 class KafkaSetupError(RuntimeError):
     """The Kafka cluster is unreachable or refused a setup call."""
 
 
-def client_config(bootstrap_servers: str) -> dict[str, str | int | float | bool]:
-    """librdkafka settings: bootstrap plus ``KAFKA_*`` security pass-through.
+def security_config() -> dict[str, str]:
+    """TLS/SASL librdkafka settings passed through from ``KAFKA_*`` variables.
 
     ``KAFKA_SECURITY_PROTOCOL=SASL_SSL`` becomes ``security.protocol``, and so on
     for ``KAFKA_SASL_MECHANISM``, ``KAFKA_SASL_USERNAME``, ``KAFKA_SASL_PASSWORD``
     and ``KAFKA_SSL_CA_LOCATION``.
     """
-    config: dict[str, str | int | float | bool] = {"bootstrap.servers": bootstrap_servers}
+    config: dict[str, str] = {}
     for name in (
         "SECURITY_PROTOCOL",
         "SASL_MECHANISM",
@@ -39,6 +46,11 @@ def client_config(bootstrap_servers: str) -> dict[str, str | int | float | bool]
         if value:
             config[name.lower().replace("_", ".")] = value
     return config
+
+
+def client_config(bootstrap_servers: str) -> dict[str, str | int | float | bool]:
+    """librdkafka settings: bootstrap servers plus :func:`security_config`."""
+    return {"bootstrap.servers": bootstrap_servers, **security_config()}
 
 
 def topic_partitions(bootstrap_servers: str, topic: str, timeout: float = 10.0) -> int:

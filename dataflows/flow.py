@@ -141,7 +141,7 @@ def build_flow(
             raise RuntimeError(f"error consuming from Kafka topic {config.topic!r}: {msg.err}")
         if on_consumed is not None:
             on_consumed(1)
-        result = decoder.decode(msg.value, msg.key)
+        result = decoder.decode(msg.value, msg.key, require_key=True)
         if isinstance(result, Rejection):
             control.completed(1)
             return _dead_letter_row(msg, result)

@@ -282,15 +282,29 @@ class _OrderBuilder:
         return events
 
 
-_BAD_MESSAGES = (
-    b'{"event_type": "ORDER_CREATED", "order_id": ',
-    b'{"event_type": "TELEPORTED", "event_id": "x", "order_id": "o", "schema_version": 1}',
-    b"\xff\xfe not utf-8",
-    b'{"event_type": "DELIVERED", "order_id": "ORD-BAD", "schema_version": 1}',
-    b'{"event_type": "DELIVERED", "event_id": "e", "order_id": "ORD-BAD", '
-    b'"event_time": "2026-11-02T10:00:00", "source_system": "TMS", "schema_version": 1}',
-    b'{"event_type": "DELIVERED", "event_id": "e", "order_id": "ORD-BAD", '
-    b'"event_time": "2026-11-02T10:00:00Z", "source_system": "TMS", "schema_version": 99}',
+_BAD = b'"event_id": "e", "order_id": "ORD-BAD", "source_system": "TMS"'
+#: (key, value) pairs a careless or broken producer sends; each must be
+#: dead-lettered with its own reason.
+_BAD_MESSAGES: tuple[tuple[bytes | None, bytes], ...] = (
+    (b"ORD-BAD", b'{"event_type": "ORDER_CREATED", "order_id": '),
+    (b"ORD-BAD", b'{"event_type": "TELEPORTED", ' + _BAD + b', "schema_version": 1}'),
+    (b"ORD-BAD", b"\xff\xfe not utf-8"),
+    (b"ORD-BAD", b'{"event_type": "DELIVERED", "order_id": "ORD-BAD", "schema_version": 1}'),
+    (
+        b"ORD-BAD",
+        b'{"event_type": "DELIVERED", ' + _BAD + b', "event_time": "2026-11-02T10:00:00", '
+        b'"schema_version": 1}',
+    ),
+    (
+        b"ORD-BAD",
+        b'{"event_type": "DELIVERED", ' + _BAD + b', "event_time": "2026-11-02T10:00:00Z", '
+        b'"schema_version": 99}',
+    ),
+    (
+        None,
+        b'{"event_type": "DELIVERED", ' + _BAD + b', "event_time": "2026-11-02T10:00:00Z", '
+        b'"schema_version": 1}',
+    ),
 )
 
 
@@ -324,8 +338,8 @@ def generate_messages(config: GeneratorConfig) -> Iterator[tuple[bytes | None, b
                     arrivals.append((again, tie, key, value))
                     tie += 1
             if rng.random() < config.bad_fraction * 8:
-                bad = _BAD_MESSAGES[rng.randrange(len(_BAD_MESSAGES))]
-                arrivals.append((created, tie, b"ORD-BAD", bad))
+                bad_key, bad = _BAD_MESSAGES[rng.randrange(len(_BAD_MESSAGES))]
+                arrivals.append((created, tie, bad_key, bad))
                 tie += 1
             order_index += 1
         arrivals.sort()

@@ -37,6 +37,7 @@ class RejectReason(StrEnum):
     INVALID_FIELD = "invalid_field"
     SCHEMA_VERSION_UNSUPPORTED = "schema_version_unsupported"
     KEY_MISMATCH = "key_mismatch"
+    MISSING_KEY = "missing_key"
 
 
 class Rejection(msgspec.Struct, frozen=True):
@@ -84,8 +85,15 @@ class EventDecoder:
         self._loose = msgspec.json.Decoder()
         self._max = max_message_bytes
 
-    def decode(self, raw: bytes | None, key: bytes | None = None) -> Event | Rejection:
-        """Decode ``raw``; when ``key`` is given it must equal the ``order_id``."""
+    def decode(
+        self, raw: bytes | None, key: bytes | None = None, *, require_key: bool = False
+    ) -> Event | Rejection:
+        """Decode ``raw``; when ``key`` is given it must equal the ``order_id``.
+
+        With ``require_key`` (messages from Kafka) a missing key is a rejection:
+        without it the producer spreads an order over partitions, and per-order
+        state, dedupe and ordering all rely on one partition per order.
+        """
         if not raw:
             return Rejection(RejectReason.EMPTY_MESSAGE, "message has no value")
         if len(raw) > self._max:
@@ -103,6 +111,14 @@ class EventDecoder:
             return self._diagnose_malformed(raw, str(err))
         if event.schema_version > SCHEMA_VERSION:
             return self._unsupported_version(event.schema_version)
+        if key is None and require_key:
+            return Rejection(
+                RejectReason.MISSING_KEY,
+                "Kafka message has no key; events must be keyed by order_id",
+                field="order_id",
+                expected=event.order_id,
+                got="null",
+            )
         if key is not None and key != event.order_id.encode():
             got = key.decode("utf-8", "replace")
             return Rejection(

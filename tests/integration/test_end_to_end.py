@@ -50,7 +50,13 @@ def test_dead_letters_keep_raw_bytes_and_a_precise_reason(outage_run: tuple[str,
     _, root = outage_run
     dead = read_table(str(root), DEAD_LETTER).to_pylist()
     reasons = Counter(row["reason"] for row in dead)
-    assert {"malformed_json", "unknown_event_type", "missing_field", "invalid_utf8"} <= set(reasons)
+    assert {
+        "malformed_json",
+        "unknown_event_type",
+        "missing_field",
+        "invalid_utf8",
+        "missing_key",
+    } <= set(reasons)
     for row in dead:
         assert row["value"] and row["message"]
         if row["reason"] == "missing_field":

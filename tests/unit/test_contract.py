@@ -130,6 +130,13 @@ def test_key_must_equal_order_id() -> None:
     assert (result.expected, result.got) == ("O1", "someone-else")
 
 
+def test_kafka_messages_must_have_a_key() -> None:
+    result = DECODER.decode(_valid(), None, require_key=True)
+    assert isinstance(result, Rejection)
+    assert result.reason is RejectReason.MISSING_KEY
+    assert not isinstance(DECODER.decode(_valid(), None), Rejection)
+
+
 def test_oversized_message_is_rejected_before_parsing() -> None:
     result = EventDecoder(max_message_bytes=100).decode(b"{" + b" " * 200 + b"}")
     assert isinstance(result, Rejection)

@@ -163,7 +163,8 @@ def demo(
     settings = HealthSettings.load()
     root = str(Path(lakehouse).resolve())
     _reset_lakehouse(root)
-    recovery = Path(root).parent / "recovery"
+    # The demo's own recovery store, inside the lakehouse root it owns.
+    recovery = Path(root) / "_bytewax_recovery"
     shutil.rmtree(recovery, ignore_errors=True)
 
     broker: EmbeddedBroker | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,26 +21,40 @@ from orderhealth.pipeline import run_flow
 
 pytestmark = pytest.mark.integration
 _topic_ids = itertools.count()
+_run_id = os.getpid()
+
+
+class ExternalKafka:
+    """A cluster named by ``KAFKA_BOOTSTRAP_SERVERS`` (topics get unique names)."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        self.bootstrap_servers = bootstrap_servers
+
+
+Kafka = EmbeddedBroker | ExternalKafka
 
 
 @pytest.fixture(scope="session")
-def broker() -> Iterator[EmbeddedBroker]:
-    """Tansu on a free loopback port for the whole session; always stopped."""
+def broker() -> Iterator[Kafka]:
+    """Tansu on a free loopback port for the whole session (always stopped),
+    or the real cluster in ``KAFKA_BOOTSTRAP_SERVERS`` when it is set."""
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield ExternalKafka(external)
+        return
     with EmbeddedBroker() as embedded:
         yield embedded
 
 
-def load_topic(broker: EmbeddedBroker, config: GeneratorConfig, partitions: int = 4) -> str:
+def load_topic(broker: Kafka, config: GeneratorConfig, partitions: int = 4) -> str:
     """A fresh topic holding the generated messages."""
-    topic = f"orders-{config.scenario}-{config.seed}-{next(_topic_ids)}"
+    topic = f"orders-test-{_run_id}-{config.scenario}-{config.seed}-{next(_topic_ids)}"
     ensure_topic(broker.bootstrap_servers, topic, partitions)
     assert produce(broker.bootstrap_servers, topic, generate_messages(config)) == config.events
     return topic
 
 
-def flow_config(
-    broker: EmbeddedBroker, topic: str, lakehouse: Path, partitions: int = 4
-) -> FlowConfig:
+def flow_config(broker: Kafka, topic: str, lakehouse: Path, partitions: int = 4) -> FlowConfig:
     return FlowConfig(
         bootstrap_servers=broker.bootstrap_servers,
         topic=topic,
@@ -50,7 +65,7 @@ def flow_config(
     )
 
 
-def run_to_end(broker: EmbeddedBroker, topic: str, lakehouse: Path, **kwargs: object) -> None:
+def run_to_end(broker: Kafka, topic: str, lakehouse: Path, **kwargs: object) -> None:
     run_flow(flow_config(broker, topic, lakehouse), **kwargs)  # type: ignore[arg-type]
 
 

@@ -15,15 +15,14 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
 from lakehouse.tables import BRONZE_EVENTS, table_uri
-from orderhealth.broker import EmbeddedBroker
 from orderhealth.generator import GeneratorConfig
-from tests.integration.conftest import all_tables, load_topic
+from tests.integration.conftest import Kafka, all_tables, load_topic
 
 pytestmark = pytest.mark.integration
 EVENTS = 60_000
 
 
-def _run_command(broker: EmbeddedBroker, topic: str, lakehouse: Path, recovery: Path) -> list[str]:
+def _run_command(broker: Kafka, topic: str, lakehouse: Path, recovery: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -63,7 +62,7 @@ def _run(command: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def test_sigkill_and_restart_leaves_tables_identical_to_uncrashed_run(
-    broker: EmbeddedBroker, tmp_path: Path
+    broker: Kafka, tmp_path: Path
 ) -> None:
     topic = load_topic(
         broker, GeneratorConfig(events=EVENTS, seed=5, scenario="carrier_delay", bad_fraction=0.003)

@@ -10,18 +10,15 @@ import pytest
 
 from lakehouse.reader import read_table
 from lakehouse.tables import BRONZE_EVENTS, DEAD_LETTER, HEALTH_METRICS_STAGING, ORDER_LIFECYCLE
-from orderhealth.broker import EmbeddedBroker
 from orderhealth.generator import GeneratorConfig
-from tests.integration.conftest import all_tables, load_topic, run_to_end
+from tests.integration.conftest import Kafka, all_tables, load_topic, run_to_end
 
 pytestmark = pytest.mark.integration
 EVENTS = 40_000
 
 
 @pytest.fixture(scope="module")
-def outage_run(
-    broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[str, Path]:
+def outage_run(broker: Kafka, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
     config = GeneratorConfig(
         events=EVENTS, seed=21, scenario="warehouse_outage", bad_fraction=0.005
     )
@@ -154,7 +151,7 @@ def test_warehouse_outage_lowers_that_warehouse_on_time_rate(outage_run: tuple[s
     assert _worst_gap(root) > 0.08
 
 
-def test_baseline_shows_no_such_gap(broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_baseline_shows_no_such_gap(broker: Kafka, tmp_path: Path) -> None:
     topic = load_topic(broker, GeneratorConfig(events=EVENTS, seed=21, scenario="baseline"))
     run_to_end(broker, topic, tmp_path)
     assert _worst_gap(tmp_path) < 0.06  # day-to-day noise between warehouses
@@ -180,7 +177,7 @@ def _worst_gap(root: Path) -> float:
     return max(gaps)
 
 
-def test_two_workers_write_the_same_tables_as_one(broker: EmbeddedBroker, tmp_path: Path) -> None:
+def test_two_workers_write_the_same_tables_as_one(broker: Kafka, tmp_path: Path) -> None:
     config = GeneratorConfig(
         events=15_000, seed=9, scenario="finance_bottleneck", bad_fraction=0.005
     )

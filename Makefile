@@ -36,7 +36,8 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
-schema: $(STAMP) ## Regenerate schemas/order_event.schema.json from the contract.
+schema: $(STAMP) ## Regenerate generated artefacts: the JSON Schema and the metric tables in docs.
+	$(BIN)/python -m dataflows.metrics
 	$(BIN)/python -m schemas.json_schema
 
 clean:

@@ -1,99 +1,159 @@
 """One order's contribution to every window row, derived from its view.
 
-An order contributes *facts* -- (event time, measure increments) -- such as
-"resolved on time at 10:42" or "active at 09:13".  Each fact lands in the
-window of every configured size that contains its time, once per enabled
-dimension whose value is known at that time.  Window totals are sums of
-these per-order contributions, so when an order's view changes the stream
-emits ``new - old`` and never needs to replay history.
+Each :class:`~dataflows.metrics.Fact` of an order lands in the window of every
+configured size that contains its time, once per enabled dimension whose value
+is known at that time.  Window totals are sums of these per-order
+contributions, so when an order's view changes the stream emits ``new - old``
+and never needs to replay history.
 """
 
 from __future__ import annotations
 
 from dataflows.dimensions import DIMENSION_READERS
 from dataflows.lifecycle import OrderView
-from dataflows.metrics import DISTINCT_MEASURES, MEASURES
-from dataflows.outcome import OutcomeStatus
+from dataflows.metrics import FACTS, MEASURES, Agg
 from dataflows.settings import HealthSettings
 
-__all__ = ["Contribution", "WindowKey", "diff_contributions", "order_contribution"]
+__all__ = [
+    "VALUE_FACTS",
+    "Contribution",
+    "Delta",
+    "RowContribution",
+    "RowDelta",
+    "WindowKey",
+    "diff_contributions",
+    "merge_delta",
+    "order_contribution",
+]
 
 #: (window size label, window start us, dimension, dimension value)
 WindowKey = tuple[str, int, str, str]
-#: Window key -> measure vector (aligned with MEASURES).
-Contribution = dict[WindowKey, list[int]]
+#: Facts whose values are kept for percentiles, in a fixed order.
+VALUE_FACTS: tuple[str, ...] = tuple(f.name for f in FACTS if f.keep_values)
 
-_INDEX = {name: i for i, name in enumerate(MEASURES)}
-_DISTINCT = tuple(_INDEX[m] for m in sorted(DISTINCT_MEASURES))
 _WIDTH = len(MEASURES)
+# Per fact: [(measure index, aggregation)], and its slot in VALUE_FACTS (or -1).
+_PLAN = [
+    (
+        fact,
+        [(MEASURES.index(m), agg) for m, agg in fact.measures.items()],
+        VALUE_FACTS.index(fact.name) if fact.keep_values else -1,
+    )
+    for fact in FACTS
+]
 
 
-def _facts(view: OrderView, event_times: list[int]) -> list[tuple[int, dict[int, int]]]:
-    facts: list[tuple[int, dict[int, int]]] = []
-    if view.created_us is not None:
-        facts.append((view.created_us, {_INDEX["orders_created"]: 1}))
-    outcome = view.outcome
-    if outcome.status in (OutcomeStatus.ON_TIME, OutcomeStatus.LATE):
-        assert outcome.resolved_at_us is not None
-        facts.append(
-            (
-                outcome.resolved_at_us,
-                {
-                    _INDEX["orders_resolved"]: 1,
-                    _INDEX["orders_on_time"]: int(outcome.status is OutcomeStatus.ON_TIME),
-                },
-            )
+class RowContribution:
+    """One order's measures (and kept values) for one window row."""
+
+    __slots__ = ("values", "vector")
+
+    def __init__(self) -> None:
+        self.vector = [0] * _WIDTH
+        self.values: list[list[int]] = [[] for _ in VALUE_FACTS]
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, RowContribution)
+            and self.vector == other.vector
+            and self.values == other.values
         )
-    delivered = view.delivered_us
-    if delivered is not None and outcome.status is not OutcomeStatus.CANCELLED:
-        increments = {_INDEX["orders_delivered"]: 1}
-        if view.first_promise_us is not None:
-            increments[_INDEX["deviation_count"]] = 1
-            increments[_INDEX["deviation_us_sum"]] = delivered - view.first_promise_us
-        facts.append((delivered, increments))
-    for at in event_times:
-        facts.append((at, {_INDEX["orders_active"]: 1}))
-    for flag in view.flags:
-        facts.append((flag.at_us, {_INDEX["orders_active"]: 1, _INDEX["orders_anomalous"]: 1}))
-    return facts
+
+    def __getstate__(self) -> tuple[list[int], list[list[int]]]:
+        return (self.vector, self.values)
+
+    def __setstate__(self, state: tuple[list[int], list[list[int]]]) -> None:
+        self.vector, self.values = state
 
 
-def order_contribution(
-    view: OrderView, event_times: list[int], settings: HealthSettings
-) -> Contribution:
-    """The order's measure vector for every window row it touches."""
+class RowDelta:
+    """A change to one window row: measure differences and kept values in/out."""
+
+    __slots__ = ("added", "removed", "vector")
+
+    def __init__(self) -> None:
+        self.vector = [0] * _WIDTH
+        self.added: list[list[int]] = [[] for _ in VALUE_FACTS]
+        self.removed: list[list[int]] = [[] for _ in VALUE_FACTS]
+
+    def __getstate__(self) -> tuple[list[int], list[list[int]], list[list[int]]]:
+        return (self.vector, self.added, self.removed)
+
+    def __setstate__(self, state: tuple[list[int], list[list[int]], list[list[int]]]) -> None:
+        self.vector, self.added, self.removed = state
+
+
+Contribution = dict[WindowKey, RowContribution]
+Delta = dict[WindowKey, RowDelta]
+
+
+def order_contribution(view: OrderView, settings: HealthSettings) -> Contribution:
+    """The order's contribution to every window row it touches."""
     readers = [(dim, DIMENSION_READERS[dim]) for dim in settings.dimensions]
+    sizes = settings.window_sizes
     out: Contribution = {}
-    for at, increments in _facts(view, event_times):
-        values = [(dim, read(view, at)) for dim, read in readers]
-        for label, size in settings.window_sizes:
-            start = at - at % size
-            for dim, value in values:
-                if value is None:
-                    continue
-                key = (label, start, dim, value)
-                vector = out.get(key)
-                if vector is None:
-                    vector = out[key] = [0] * _WIDTH
-                for index, amount in increments.items():
-                    vector[index] += amount
-    for vector in out.values():
-        for index in _DISTINCT:
-            if vector[index] > 1:
-                vector[index] = 1
+    for fact, measures, slot in _PLAN:
+        for item in fact.stream(view):
+            at = item.at_us
+            dims_at = at if item.dims_at_us is None else item.dims_at_us
+            values = [(dim, read(view, dims_at)) for dim, read in readers]
+            for label, size in sizes:
+                start = at - at % size
+                for dim, value in values:
+                    if value is None:
+                        continue
+                    key = (label, start, dim, value)
+                    row = out.get(key)
+                    if row is None:
+                        row = out[key] = RowContribution()
+                    vector = row.vector
+                    for index, agg in measures:
+                        if agg is Agg.COUNT:
+                            vector[index] += 1
+                        elif agg is Agg.SUM:
+                            vector[index] += item.value
+                        elif agg is Agg.SUMSQ:
+                            vector[index] += item.value * item.value
+                        else:  # DISTINCT: the order counts once per row
+                            vector[index] = 1
+                    if slot >= 0:
+                        row.values[slot].append(item.value)
     return out
 
 
-def diff_contributions(old: Contribution, new: Contribution) -> Contribution:
+def diff_contributions(old: Contribution, new: Contribution) -> Delta:
     """``new - old`` per window row, omitting rows that did not change."""
-    delta: Contribution = {}
-    for key, vector in new.items():
+    delta: Delta = {}
+    for key, row in new.items():
         before = old.get(key)
+        if before is not None and before == row:
+            continue
+        change = RowDelta()
         if before is None:
-            delta[key] = list(vector)
-        elif before != vector:
-            delta[key] = [a - b for a, b in zip(vector, before, strict=True)]
+            change.vector = list(row.vector)
+            change.added = [list(v) for v in row.values]
+        else:
+            change.vector = [a - b for a, b in zip(row.vector, before.vector, strict=True)]
+            change.added = [list(v) for v in row.values]
+            change.removed = [list(v) for v in before.values]
+        delta[key] = change
     for key, before in old.items():
         if key not in new:
-            delta[key] = [-b for b in before]
+            change = RowDelta()
+            change.vector = [-b for b in before.vector]
+            change.removed = [list(v) for v in before.values]
+            delta[key] = change
     return delta
+
+
+def merge_delta(into: Delta, delta: Delta) -> None:
+    """Accumulate ``delta`` into ``into`` (deltas of several orders)."""
+    for key, change in delta.items():
+        current = into.get(key)
+        if current is None:
+            into[key] = change
+            continue
+        current.vector = [a + b for a, b in zip(current.vector, change.vector, strict=True)]
+        for slot in range(len(VALUE_FACTS)):
+            current.added[slot].extend(change.added[slot])
+            current.removed[slot].extend(change.removed[slot])

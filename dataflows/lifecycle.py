@@ -13,7 +13,7 @@ the view must be derived again.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
@@ -33,7 +33,18 @@ from schemas.events import (
     Shipped,
 )
 
-__all__ = ["EVENT_RANK", "Flag", "FlagKind", "OrderView", "derive_view", "sort_events"]
+__all__ = [
+    "EVENT_RANK",
+    "Baseline",
+    "BaselineLookup",
+    "Flag",
+    "FlagKind",
+    "OrderView",
+    "Transition",
+    "add_outlier_flags",
+    "derive_view",
+    "sort_events",
+]
 
 
 class FlagKind:
@@ -43,6 +54,38 @@ class FlagKind:
     REROUTE = "reroute"
     STAGE_SLA_BREACH = "stage_sla_breach"
     IMPOSSIBLE_TRANSITION = "impossible_transition"
+    OUTLIER_DWELL = "outlier_dwell"
+
+
+class Baseline(msgspec.Struct, frozen=True):
+    """Trailing dwell distribution of one stage: median, MAD and sample size."""
+
+    median: float
+    mad: float
+    samples: int
+
+
+#: (stage, dwell end time) -> the trailing baseline for that moment, or None.
+#: Only asked once the watermark has passed the end time (the history is then
+#: complete), so the answer never changes.
+BaselineLookup = Callable[[str, int], Baseline | None]
+
+
+class Transition(msgspec.Struct, frozen=True):
+    """A completed stage: it ended when a later stage happened."""
+
+    stage: str
+    start_us: int
+    end_us: int
+    sla_us: int | None
+
+    @property
+    def dwell_us(self) -> int:
+        return self.end_us - self.start_us
+
+    @property
+    def breached(self) -> bool:
+        return self.sla_us is not None and self.dwell_us > self.sla_us
 
 
 class Flag(msgspec.Struct, frozen=True):
@@ -65,6 +108,10 @@ class OrderView(msgspec.Struct, frozen=True):
     stage_us: dict[str, int]
     #: Completed stage dwells: stage -> time until the next present stage.
     dwell_us: dict[str, int]
+    #: Completed stages (a later stage happened), in lifecycle order.
+    transitions: tuple[Transition, ...]
+    #: Distinct event times, ascending.
+    event_times: tuple[int, ...]
     current_stage: str | None
     last_event_us: int
     cancelled_us: int | None
@@ -124,8 +171,13 @@ def derive_view(
     events: Sequence[OrderEvent],
     settings: HealthSettings,
     watermark_us: int | None,
+    baseline: BaselineLookup | None = None,
 ) -> OrderView:
-    """Derive the order's view from its (deduplicated) events, sorted by :func:`sort_events`."""
+    """Derive the order's view from its (deduplicated) events, sorted by :func:`sort_events`.
+
+    ``baseline`` gives the trailing dwell distribution for outlier flags; without
+    it no outlier flags are raised.
+    """
     stage_us: dict[str, int] = {}
     context_by_stage: dict[str, dict[str, Any]] = {}
     created: OrderCreated | None = None
@@ -188,17 +240,21 @@ def derive_view(
     # stage ends at the first later-stage event (or cancellation) at or after it.
     deadlines: list[int] = []
     dwell_us: dict[str, int] = {}
+    transitions: list[Transition] = []
     for index, stage in enumerate(present):
         if stage == EventType.DELIVERED.value:
             continue
         start = stage_us[stage]
         progress = [stage_us[e] for e in present[index + 1 :] if stage_us[e] >= start]
-        if progress:
-            dwell_us[stage] = min(progress) - start
+        completed_at = min(progress) if progress else None
         if cancelled_us is not None and cancelled_us >= start:
             progress.append(cancelled_us)
         end = min(progress) if progress else None
         sla = settings.stage_sla_us.get(EventType(stage))
+        if completed_at is not None:
+            dwell = completed_at - start
+            dwell_us[stage] = dwell
+            transitions.append(Transition(stage, start, completed_at, sla))
         if sla is None:
             continue
         deadline = start + sla
@@ -233,7 +289,7 @@ def derive_view(
 
     flags.sort(key=lambda f: (f.at_us, f.kind, f.reason))
     attributes = {name: getattr(created, name) for name in _BASE_ATTRIBUTES} if created else {}
-    return OrderView(
+    view = OrderView(
         order_id=order_id,
         event_count=len(events),
         created_us=to_us(created.event_time) if created else None,
@@ -241,6 +297,8 @@ def derive_view(
         latest_promise_us=latest_promise[1] if latest_promise else first_promise,
         stage_us=stage_us,
         dwell_us=dwell_us,
+        transitions=tuple(transitions),
+        event_times=tuple(sorted({to_us(e.event_time) for e in events})),
         current_stage=current[2] if current else None,
         last_event_us=max(to_us(e.event_time) for e in events),
         cancelled_us=cancelled_us,
@@ -255,4 +313,52 @@ def derive_view(
         next_deadline_us=min(deadlines) if deadlines else None,
         warehouse_timeline=tuple(warehouses),
         carrier_timeline=tuple(carriers),
+    )
+    if baseline is None:
+        return view
+    return add_outlier_flags(view, settings, watermark_us, baseline)
+
+
+def add_outlier_flags(
+    view: OrderView,
+    settings: HealthSettings,
+    watermark_us: int | None,
+    baseline: BaselineLookup,
+) -> OrderView:
+    """Add ``outlier_dwell`` flags for completed stages the watermark has passed.
+
+    Separate from :func:`derive_view` so that a caller can first register every
+    changed dwell in the history, then ask for baselines.
+    """
+    outliers = settings.outliers
+    flags = list(view.flags)
+    deadlines = [view.next_deadline_us] if view.next_deadline_us is not None else []
+    for t in view.transitions:
+        if watermark_us is None or watermark_us <= t.end_us:
+            deadlines.append(t.end_us)  # decided once the watermark passes the end
+            continue
+        reference = baseline(t.stage, t.end_us)
+        if (
+            reference is None
+            or reference.samples < outliers.min_samples
+            or reference.mad <= 0
+            or not t.dwell_us - reference.median > outliers.scaled_threshold * reference.mad
+        ):
+            continue
+        z = (t.dwell_us - reference.median) / (1.4826 * reference.mad)
+        flags.append(
+            Flag(
+                FlagKind.OUTLIER_DWELL,
+                t.end_us,
+                f"{t.stage} dwell {t.dwell_us / 3_600_000_000:.1f}h is {z:.1f} robust z above "
+                f"the trailing median {reference.median / 3_600_000_000:.1f}h",
+            )
+        )
+    if len(flags) == len(view.flags) and view.next_deadline_us == (
+        min(deadlines) if deadlines else None
+    ):
+        return view
+    flags.sort(key=lambda f: (f.at_us, f.kind, f.reason))
+    return msgspec.structs.replace(
+        view, flags=tuple(flags), next_deadline_us=min(deadlines) if deadlines else None
     )

@@ -1,65 +1,379 @@
-"""The metric catalogue: additive measures and the components computed from them.
+"""The metric catalogue: facts, the measures aggregated from them, and components.
 
-Every per-window figure is a sum over orders of a per-order *measure*
-contribution (counts, and durations as exact integer microseconds), so windows
-can be updated by adding and retracting order contributions in any order.
-*Components* are the published health metrics, each a formula over one
-window's measures.  Stream, batch oracle, tables and docs all read this list.
+This is the one place to add a metric (see ``docs/extending.md``):
+
+* a :class:`Fact` says when an order contributes and with what value.  It is
+  given twice, deliberately: ``stream`` reads the streaming order view, and
+  ``batch_sql`` selects the same facts from the batch oracle's SQL views, so
+  that the oracle is an independent implementation;
+* its ``measures`` say how facts aggregate per window row (count, sum, sum of
+  squares, or distinct orders); ``keep_values`` keeps the values for
+  percentiles;
+* a :class:`Component` is a published formula over one row's measures.
+
+Every window figure is then a sum of per-order contributions, so windows are
+updated by adding and retracting order contributions in any order.  Durations
+are integer microseconds, so sums are exact.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import msgspec
 
+from dataflows.outcome import OutcomeStatus
 from dataflows.timeutil import US_PER_HOUR
+
+if TYPE_CHECKING:
+    from dataflows.lifecycle import OrderView
 
 __all__ = [
     "COMPONENTS",
-    "DISTINCT_MEASURES",
+    "FACTS",
     "MEASURES",
+    "Agg",
     "Component",
+    "Fact",
+    "FactValue",
+    "WindowTotals",
     "components_markdown",
     "compute_components",
 ]
 
-#: Measure names, in the order of the vectors that flow between steps.
-MEASURES: tuple[str, ...] = (
-    "orders_created",
-    "orders_resolved",
-    "orders_on_time",
-    "orders_delivered",
-    "deviation_count",
-    "deviation_us_sum",
-    "orders_active",
-    "orders_anomalous",
-)
-#: Measures counted once per order per window row, however many facts hit it.
-DISTINCT_MEASURES = frozenset({"orders_active", "orders_anomalous"})
+
+class Agg(StrEnum):
+    COUNT = "count"  # number of facts
+    SUM = "sum"  # sum of values
+    SUMSQ = "sumsq"  # sum of squared values (for the coefficient of variation)
+    DISTINCT = "distinct"  # orders with at least one fact in the row (counted once)
+
+
+class FactValue(msgspec.Struct, frozen=True, array_like=True):
+    """One fact: at ``at_us`` (event time) with ``value``.
+
+    ``dims_at_us`` is the moment whose dimension values apply (default: ``at_us``);
+    a fact that undoes an earlier one must use the earlier one's moment.
+    """
+
+    at_us: int
+    value: int = 1
+    dims_at_us: int | None = None
+
+
+class Fact(msgspec.Struct, frozen=True):
+    name: str
+    description: str
+    stream: Callable[[OrderView], Iterable[FactValue]]
+    #: SELECT order_id, t, value, dims_t FROM <views of dataflows.batch_metrics>
+    batch_sql: str
+    #: Output column -> aggregation.
+    measures: dict[str, Agg]
+    keep_values: bool = False
+
+
+class WindowTotals(msgspec.Struct, frozen=True):
+    """What a component formula sees for one window row."""
+
+    measures: Mapping[str, int]
+    #: Fact name -> all values (ascending) for facts with ``keep_values``.
+    values: Mapping[str, Sequence[int]]
+    #: Running total of ``late_open_in - late_open_out`` up to this window's end.
+    late_open: int
 
 
 class Component(msgspec.Struct, frozen=True):
-    """A published health component: name, unit, formula and documentation."""
-
     name: str
     unit: str
     formula: str
-    compute: Callable[[Mapping[str, int]], float | None]
+    compute: Callable[[WindowTotals], float | None]
 
 
-def _ratio(numerator: str, denominator: str) -> Callable[[Mapping[str, int]], float | None]:
-    def compute(m: Mapping[str, int]) -> float | None:
-        return m[numerator] / m[denominator] if m[denominator] else None
+# -- facts --------------------------------------------------------------------
+
+_DELIVERED = "DELIVERED"
+
+
+def _created_by(view: OrderView, at: int | None) -> bool:
+    """Outcome facts count only from the order's creation on.
+
+    A fact at time t may only depend on events at or before t (plus the
+    watermark), or a late-arriving event could change a final window; an
+    order's promise and attributes come from ORDER_CREATED.
+    """
+    return at is not None and view.created_us is not None and view.created_us <= at
+
+
+def _delivered_kept(view: OrderView) -> int | None:
+    """Delivery time of an order that was not cancelled before resolving."""
+    if view.outcome.status is OutcomeStatus.CANCELLED:
+        return None
+    at = view.stage_us.get(_DELIVERED)
+    return at if _created_by(view, at) else None
+
+
+def _since_created(stage: str) -> Callable[[OrderView], Iterable[FactValue]]:
+    def facts(view: OrderView) -> Iterable[FactValue]:
+        at = view.stage_us.get(stage)
+        if at is not None and view.created_us is not None and view.created_us <= at:
+            yield FactValue(at, at - view.created_us)
+
+    return facts
+
+
+def _resolved(view: OrderView) -> Iterable[FactValue]:
+    outcome = view.outcome
+    at = outcome.resolved_at_us
+    if outcome.status in (OutcomeStatus.ON_TIME, OutcomeStatus.LATE) and _created_by(view, at):
+        assert at is not None
+        yield FactValue(at, int(outcome.status is OutcomeStatus.ON_TIME))
+
+
+def _delivered(view: OrderView) -> Iterable[FactValue]:
+    at = _delivered_kept(view)
+    if at is not None:
+        yield FactValue(at)
+
+
+def _deviation(view: OrderView) -> Iterable[FactValue]:
+    at = _delivered_kept(view)
+    if at is not None and view.first_promise_us is not None:
+        yield FactValue(at, at - view.first_promise_us)
+
+
+def _cycle(view: OrderView) -> Iterable[FactValue]:
+    at = _delivered_kept(view)
+    if at is not None and view.created_us is not None:
+        yield FactValue(at, at - view.created_us)
+
+
+def _cancelled(view: OrderView) -> Iterable[FactValue]:
+    at = view.outcome.resolved_at_us
+    if view.outcome.status is OutcomeStatus.CANCELLED and _created_by(view, at):
+        assert at is not None
+        yield FactValue(at)
+
+
+def _shipped(view: OrderView) -> Iterable[FactValue]:
+    at = view.stage_us.get("SHIPPED")
+    if at is None:
+        return
+    warehouse = view.value_at(view.warehouse_timeline, at)
+    if warehouse is not None:
+        # The first routing is at or before ``at`` whenever a warehouse is known then.
+        yield FactValue(at, int(warehouse == view.first_warehouse))
+
+
+def _transitions(view: OrderView) -> Iterable[FactValue]:
+    for transition in view.transitions:
+        if transition.sla_us is not None:
+            yield FactValue(transition.end_us, int(transition.breached))
+
+
+def _active(view: OrderView) -> Iterable[FactValue]:
+    for at in view.event_times:
+        yield FactValue(at)
+    for flag in view.flags:
+        yield FactValue(flag.at_us)
+
+
+def _anomalous(view: OrderView) -> Iterable[FactValue]:
+    for flag in view.flags:
+        yield FactValue(flag.at_us)
+
+
+def _late_open_in(view: OrderView) -> Iterable[FactValue]:
+    promise = view.first_promise_us
+    if view.outcome.status is OutcomeStatus.LATE and _created_by(view, promise):
+        assert promise is not None
+        yield FactValue(promise)
+
+
+def _late_open_out(view: OrderView) -> Iterable[FactValue]:
+    promise = view.first_promise_us
+    if view.outcome.status is not OutcomeStatus.LATE or not _created_by(view, promise):
+        return
+    assert promise is not None
+    ends = [t for t in (view.stage_us.get(_DELIVERED), view.cancelled_us) if t is not None]
+    if ends:
+        yield FactValue(min(ends), 1, promise)
+
+
+FACTS: tuple[Fact, ...] = (
+    Fact(
+        "created",
+        "ORDER_CREATED, at its time",
+        lambda v: [FactValue(v.created_us)] if v.created_us is not None else [],
+        "SELECT order_id, created_t AS t, 1 AS value, created_t AS dims_t "
+        "FROM orders WHERE created_t IS NOT NULL",
+        {"orders_created": Agg.COUNT},
+    ),
+    Fact(
+        "resolved",
+        "promise resolved (value 1 = on time), at the resolution time",
+        _resolved,
+        "SELECT order_id, resolved_t AS t, CAST(status = 'on_time' AS BIGINT) AS value, "
+        "resolved_t AS dims_t FROM outcomes WHERE status IN ('on_time', 'late')",
+        {"orders_resolved": Agg.COUNT, "orders_on_time": Agg.SUM},
+    ),
+    Fact(
+        "delivered",
+        "delivered and not cancelled before resolving, at delivery",
+        _delivered,
+        "SELECT order_id, delivered_t AS t, 1 AS value, delivered_t AS dims_t "
+        "FROM outcomes WHERE delivered_t IS NOT NULL AND status <> 'cancelled'",
+        {"orders_delivered": Agg.COUNT},
+    ),
+    Fact(
+        "deviation",
+        "delivered - first promise (us), at delivery",
+        _deviation,
+        "SELECT order_id, delivered_t AS t, delivered_t - promise_t AS value, "
+        "delivered_t AS dims_t FROM outcomes WHERE delivered_t IS NOT NULL "
+        "AND status <> 'cancelled' AND promise_t IS NOT NULL",
+        {"deviation_count": Agg.COUNT, "deviation_us_sum": Agg.SUM},
+        keep_values=True,
+    ),
+    Fact(
+        "cancelled",
+        "cancelled before the promise resolved, at the cancellation",
+        _cancelled,
+        "SELECT order_id, resolved_t AS t, 1 AS value, resolved_t AS dims_t "
+        "FROM outcomes WHERE status = 'cancelled'",
+        {"orders_cancelled": Agg.COUNT},
+    ),
+    Fact(
+        "shipped",
+        "shipped (value 1 = from the first-routed warehouse), at shipment",
+        _shipped,
+        "SELECT s.order_id, s.t, CAST(w.warehouse_id = o.first_warehouse AS BIGINT) AS value, "
+        "s.t AS dims_t FROM (SELECT order_id, stage_t AS t FROM stages WHERE stage = 'SHIPPED') s "
+        "JOIN orders o USING (order_id) "
+        "ASOF JOIN warehouse_changes w ON s.order_id = w.order_id AND s.t >= w.t "
+        "WHERE o.first_warehouse IS NOT NULL",
+        {"orders_shipped": Agg.COUNT, "shipped_from_first_warehouse": Agg.SUM},
+    ),
+    Fact(
+        "cycle",
+        "created -> delivered (us), at delivery",
+        _cycle,
+        "SELECT order_id, delivered_t AS t, delivered_t - created_t AS value, "
+        "delivered_t AS dims_t FROM outcomes WHERE delivered_t IS NOT NULL "
+        "AND status <> 'cancelled' AND created_t IS NOT NULL",
+        {"cycle_count": Agg.COUNT, "cycle_us_sum": Agg.SUM, "cycle_us_sumsq": Agg.SUMSQ},
+    ),
+    Fact(
+        "gray_zone",
+        "created -> warehouse accepted (us), at acceptance",
+        _since_created("WAREHOUSE_ACCEPTED"),
+        "SELECT s.order_id, s.stage_t AS t, s.stage_t - o.created_t AS value, s.stage_t AS dims_t "
+        "FROM stages s JOIN orders o USING (order_id) "
+        "WHERE s.stage = 'WAREHOUSE_ACCEPTED' AND o.created_t IS NOT NULL",
+        {"gray_zone_count": Agg.COUNT, "gray_zone_us_sum": Agg.SUM},
+    ),
+    Fact(
+        "finance_review",
+        "created -> finance approved (us), at approval",
+        _since_created("FINANCE_APPROVED"),
+        "SELECT s.order_id, s.stage_t AS t, s.stage_t - o.created_t AS value, s.stage_t AS dims_t "
+        "FROM stages s JOIN orders o USING (order_id) "
+        "WHERE s.stage = 'FINANCE_APPROVED' AND o.created_t IS NOT NULL",
+        {"finance_review_count": Agg.COUNT, "finance_review_us_sum": Agg.SUM},
+    ),
+    Fact(
+        "stage_transition",
+        "a completed stage with an SLA (value 1 = over it), at the transition",
+        _transitions,
+        "SELECT order_id, end_t AS t, CAST(breached AS BIGINT) AS value, end_t AS dims_t "
+        "FROM transitions",
+        {"stage_transitions": Agg.COUNT, "stage_sla_breaches": Agg.SUM},
+    ),
+    Fact(
+        "active",
+        "the order had an event or an anomaly flag, at that time",
+        _active,
+        "SELECT order_id, t, 1 AS value, t AS dims_t FROM events "
+        "UNION ALL SELECT order_id, t, 1, t FROM flags",
+        {"orders_active": Agg.DISTINCT},
+    ),
+    Fact(
+        "anomalous",
+        "an anomaly flag was raised, at the flag time",
+        _anomalous,
+        "SELECT order_id, t, 1 AS value, t AS dims_t FROM flags",
+        {"orders_anomalous": Agg.DISTINCT},
+    ),
+    Fact(
+        "late_open_in",
+        "the order became late and still open, at its first promise",
+        _late_open_in,
+        "SELECT order_id, promise_t AS t, 1 AS value, promise_t AS dims_t "
+        "FROM outcomes WHERE status = 'late'",
+        {"late_open_in": Agg.COUNT},
+    ),
+    Fact(
+        "late_open_out",
+        "a late order was delivered or cancelled, at that time (dimensions as at the promise)",
+        _late_open_out,
+        "SELECT order_id, least(delivered_t, cancelled_t) AS t, 1 AS value, promise_t AS dims_t "
+        "FROM outcomes WHERE status = 'late' "
+        "AND coalesce(delivered_t, cancelled_t) IS NOT NULL",
+        {"late_open_out": Agg.COUNT},
+    ),
+)
+
+#: Measure columns, in vector order.
+MEASURES: tuple[str, ...] = tuple(m for fact in FACTS for m in fact.measures)
+
+
+# -- components ------------------------------------------------------------------
+
+
+def _ratio(numerator: str, denominator: str) -> Callable[[WindowTotals], float | None]:
+    def compute(w: WindowTotals) -> float | None:
+        den = w.measures[denominator]
+        return w.measures[numerator] / den if den else None
 
     return compute
 
 
-def _mean_hours(total: str, count: str) -> Callable[[Mapping[str, int]], float | None]:
-    def compute(m: Mapping[str, int]) -> float | None:
-        return m[total] / m[count] / US_PER_HOUR if m[count] else None
+def _mean_hours(total: str, count: str) -> Callable[[WindowTotals], float | None]:
+    def compute(w: WindowTotals) -> float | None:
+        n = w.measures[count]
+        return w.measures[total] / n / US_PER_HOUR if n else None
 
     return compute
+
+
+def _p90_hours(fact: str) -> Callable[[WindowTotals], float | None]:
+    def compute(w: WindowTotals) -> float | None:
+        values = w.values.get(fact, ())
+        if not values:
+            return None
+        rank = math.ceil(0.9 * len(values))  # nearest rank
+        return values[rank - 1] / US_PER_HOUR
+
+    return compute
+
+
+def _cancellation_rate(w: WindowTotals) -> float | None:
+    cancelled, resolved = w.measures["orders_cancelled"], w.measures["orders_resolved"]
+    return cancelled / (cancelled + resolved) if cancelled + resolved else None
+
+
+def _cycle_cv(w: WindowTotals) -> float | None:
+    n, total, squares = (
+        w.measures["cycle_count"],
+        w.measures["cycle_us_sum"],
+        w.measures["cycle_us_sumsq"],
+    )
+    if n < 2 or total <= 0:
+        return None
+    # Population CV = sqrt(n*sumsq - sum^2) / sum; exact integers under the root.
+    return math.sqrt(max(n * squares - total * total, 0)) / total
 
 
 COMPONENTS: tuple[Component, ...] = (
@@ -76,22 +390,94 @@ COMPONENTS: tuple[Component, ...] = (
         _mean_hours("deviation_us_sum", "deviation_count"),
     ),
     Component(
+        "promise_deviation_hours_p90",
+        "hours",
+        "90th percentile (nearest rank) of delivered_at - first promise, same orders",
+        _p90_hours("deviation"),
+    ),
+    Component(
         "anomaly_rate",
         "ratio",
         "orders with an anomaly flag raised in the window / orders active in the window",
         _ratio("orders_anomalous", "orders_active"),
     ),
+    Component(
+        "cancellation_rate",
+        "ratio",
+        "orders cancelled before resolving / (those + orders resolved), in the window",
+        _cancellation_rate,
+    ),
+    Component(
+        "routing_accuracy",
+        "ratio",
+        "orders shipped from their first-routed warehouse / orders shipped, in the window",
+        _ratio("shipped_from_first_warehouse", "orders_shipped"),
+    ),
+    Component(
+        "cycle_time_hours_avg",
+        "hours",
+        "mean(delivered_at - created_at) over orders delivered in the window",
+        _mean_hours("cycle_us_sum", "cycle_count"),
+    ),
+    Component(
+        "cycle_time_cv",
+        "ratio",
+        "population std / mean of the same cycle times (stability; needs 2 orders)",
+        _cycle_cv,
+    ),
+    Component(
+        "order_to_warehouse_hours_avg",
+        "hours",
+        "mean(warehouse_accepted_at - created_at) over acceptances in the window (gray zone)",
+        _mean_hours("gray_zone_us_sum", "gray_zone_count"),
+    ),
+    Component(
+        "finance_review_hours_avg",
+        "hours",
+        "mean(finance_approved_at - created_at) over approvals in the window",
+        _mean_hours("finance_review_us_sum", "finance_review_count"),
+    ),
+    Component(
+        "stage_sla_breach_rate",
+        "ratio",
+        "stage transitions over their SLA / stage transitions completed in the window",
+        _ratio("stage_sla_breaches", "stage_transitions"),
+    ),
+    Component(
+        "late_open_orders",
+        "orders",
+        "open orders already past their first promise at the window end "
+        "(running sum of late_open_in - late_open_out)",
+        lambda w: float(w.late_open),
+    ),
 )
 
 
-def compute_components(measures: Mapping[str, int]) -> dict[str, float | None]:
+def compute_components(totals: WindowTotals) -> dict[str, float | None]:
     """Every component for one window row; None where the component has no data."""
-    return {c.name: c.compute(measures) for c in COMPONENTS}
+    return {c.name: c.compute(totals) for c in COMPONENTS}
 
 
 def components_markdown() -> str:
-    """The component table of ``docs/metrics.md`` (kept in sync by a test)."""
+    """The catalogue tables of ``docs/metrics.md`` (kept in sync by a test)."""
     lines = ["| component | unit | formula |", "|---|---|---|"]
     lines += [f"| `{c.name}` | {c.unit} | {c.formula} |" for c in COMPONENTS]
-    lines += ["", "Measures (additive per window row): " + ", ".join(f"`{m}`" for m in MEASURES)]
+    lines += ["", "| fact | when and what | measures |", "|---|---|---|"]
+    for fact in FACTS:
+        measures = ", ".join(f"`{m}` ({agg.value})" for m, agg in fact.measures.items())
+        if fact.keep_values:
+            measures += ", values kept"
+        lines.append(f"| `{fact.name}` | {fact.description} | {measures} |")
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # `make docs`: refresh the generated tables in docs/metrics.md
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
+    head, rest = doc.read_text().split("<!-- components:begin -->\n", 1)
+    _, tail = rest.split("<!-- components:end -->", 1)
+    doc.write_text(
+        f"{head}<!-- components:begin -->\n{components_markdown()}<!-- components:end -->{tail}"
+    )
+    print(f"updated {doc}")

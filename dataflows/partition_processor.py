@@ -20,8 +20,21 @@ from typing import Any
 
 import msgspec
 
-from dataflows.contributions import Contribution, diff_contributions, order_contribution
-from dataflows.lifecycle import EVENT_RANK, OrderView, derive_view
+from dataflows.contributions import (
+    Contribution,
+    Delta,
+    diff_contributions,
+    merge_delta,
+    order_contribution,
+)
+from dataflows.dwell_history import DwellHistory
+from dataflows.lifecycle import (
+    EVENT_RANK,
+    OrderView,
+    Transition,
+    add_outlier_flags,
+    derive_view,
+)
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import to_us
 from dataflows.twin import lifecycle_values
@@ -47,26 +60,41 @@ class PartitionBatch(msgspec.Struct):
     watermark_us: int | None
     bronze: list[dict[str, Any]]
     lifecycle: list[dict[str, Any]]
-    window_delta: Contribution
+    window_delta: Delta
 
 
 class _Order:
     """Hot state of one order."""
 
-    __slots__ = ("contribution", "deadline_us", "event_ids", "events", "last_offset")
+    __slots__ = ("contribution", "deadline_us", "dwells", "event_ids", "events", "last_offset")
 
     def __init__(self) -> None:
         self.events: list[tuple[tuple[int, int, str], OrderEvent]] = []
         self.event_ids: set[str] = set()
         self.contribution: Contribution = {}
+        self.dwells: tuple[Transition, ...] = ()
         self.deadline_us: int | None = None
         self.last_offset = -1
 
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self.events, self.event_ids, self.contribution, self.deadline_us, self.last_offset)
+        return (
+            self.events,
+            self.event_ids,
+            self.contribution,
+            self.dwells,
+            self.deadline_us,
+            self.last_offset,
+        )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        (self.events, self.event_ids, self.contribution, self.deadline_us, self.last_offset) = state
+        (
+            self.events,
+            self.event_ids,
+            self.contribution,
+            self.dwells,
+            self.deadline_us,
+            self.last_offset,
+        ) = state
 
 
 def _event_row(event: OrderEvent) -> dict[str, Any]:
@@ -87,6 +115,7 @@ class PartitionProcessor:
         self.settings = settings
         self.max_event_us: int | None = None
         self.orders: dict[str, _Order] = {}
+        self.history = DwellHistory(settings.outliers)
         self._timers: list[tuple[int, str]] = []
 
     # -- recovery ---------------------------------------------------------
@@ -97,6 +126,7 @@ class PartitionProcessor:
             "settings": self.settings,
             "max_event_us": self.max_event_us,
             "orders": self.orders,
+            "history": self.history,
             "timers": self._timers,
         }
 
@@ -106,6 +136,7 @@ class PartitionProcessor:
         self.settings = state["settings"]
         self.max_event_us = state["max_event_us"]
         self.orders = state["orders"]
+        self.history = state["history"]
         self._timers = state["timers"]
 
     @property
@@ -159,10 +190,14 @@ class PartitionProcessor:
                 if self.orders[order_id].deadline_us == deadline:
                     touched.add(order_id)
 
-        delta: Contribution = {}
+        delta: Delta = {}
         lifecycle: list[dict[str, Any]] = []
-        for order_id in sorted(touched):
-            view = self._refresh(order_id, watermark, delta)
+        # Two phases: register every changed dwell first, so that the outlier
+        # baselines read below are complete whatever the order of refreshes.
+        views = {order_id: self._derive(order_id, watermark) for order_id in sorted(touched)}
+        for order_id, base_view in views.items():
+            view = add_outlier_flags(base_view, self.settings, watermark, self.history.baseline)
+            self._apply(order_id, view, delta)
             lifecycle.append(
                 lifecycle_values(
                     view,
@@ -171,6 +206,8 @@ class PartitionProcessor:
                     last_offset=self.orders[order_id].last_offset,
                 )
             )
+        if watermark is not None:
+            self.history.evict(watermark)
         return PartitionBatch(
             stream=self.stream,
             last_offset=last_offset,
@@ -180,23 +217,22 @@ class PartitionProcessor:
             window_delta=delta,
         )
 
-    def _refresh(self, order_id: str, watermark: int | None, delta: Contribution) -> OrderView:
+    def _derive(self, order_id: str, watermark: int | None) -> OrderView:
         order = self.orders[order_id]
-        events = [event for _, event in order.events]
-        view = derive_view(order_id, events, self.settings, watermark)
-        times = sorted({key[0] for key, _ in order.events})
-        contribution = order_contribution(view, times, self.settings)
-        for key, vector in diff_contributions(order.contribution, contribution).items():
-            current = delta.get(key)
-            delta[key] = (
-                vector if current is None else [a + b for a, b in zip(current, vector, strict=True)]
-            )
+        view = derive_view(order_id, [e for _, e in order.events], self.settings, watermark)
+        self.history.replace(order_id, order.dwells, view.transitions)
+        order.dwells = view.transitions
+        return view
+
+    def _apply(self, order_id: str, view: OrderView, delta: Delta) -> None:
+        order = self.orders[order_id]
+        contribution = order_contribution(view, self.settings)
+        merge_delta(delta, diff_contributions(order.contribution, contribution))
         order.contribution = contribution
         if view.next_deadline_us != order.deadline_us:
             order.deadline_us = view.next_deadline_us
             if view.next_deadline_us is not None:
                 heapq.heappush(self._timers, (view.next_deadline_us, order_id))
-        return view
 
 
 def sort_key(event: OrderEvent, at_us: int) -> tuple[int, int, str]:

@@ -15,7 +15,14 @@ import msgspec
 
 from schemas.events import EventType
 
-__all__ = ["DEFAULT_CONFIG_PATH", "HealthSettings", "SettingsError", "parse_duration_us"]
+__all__ = [
+    "DEFAULT_CONFIG_PATH",
+    "ComponentWeight",
+    "HealthSettings",
+    "OutlierSettings",
+    "SettingsError",
+    "parse_duration_us",
+]
 
 DEFAULT_CONFIG_PATH = Path(__file__).with_name("health.toml")
 _UNITS_US = {"s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
@@ -57,10 +64,48 @@ class _Stages(msgspec.Struct, forbid_unknown_fields=True):
     sla_hours: dict[str, float]
 
 
+class _Anomalies(msgspec.Struct, forbid_unknown_fields=True):
+    outlier_z: float
+    outlier_min_samples: int
+    outlier_history: str
+
+
+class ComponentWeight(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A component's weight in the health index and its normalisation bounds."""
+
+    weight: float
+    good: float
+    bad: float
+
+    def score(self, value: float) -> float:
+        """0 (at or beyond ``bad``) .. 1 (at or beyond ``good``)."""
+        fraction = (value - self.bad) / (self.good - self.bad)
+        return min(1.0, max(0.0, fraction))
+
+
+class _HealthIndex(msgspec.Struct, forbid_unknown_fields=True):
+    components: dict[str, ComponentWeight]
+
+
 class _File(msgspec.Struct, forbid_unknown_fields=True):
     windows: _Windows
     dimensions: _Dimensions
     stages: _Stages
+    anomalies: _Anomalies
+    health_index: _HealthIndex
+
+
+class OutlierSettings(msgspec.Struct, frozen=True):
+    z_threshold: float
+    min_samples: int
+    history_us: int
+    #: Dwell baselines are computed per hour bucket of the dwell end.
+    bucket_us: int = 3_600_000_000
+
+    @property
+    def scaled_threshold(self) -> float:
+        """``z * 1.4826``: compare ``dwell - median`` with ``this * MAD`` (no division)."""
+        return self.z_threshold * 1.4826
 
 
 class HealthSettings(msgspec.Struct, frozen=True):
@@ -71,6 +116,8 @@ class HealthSettings(msgspec.Struct, frozen=True):
     dimensions: tuple[str, ...]
     stage_order: tuple[EventType, ...]
     stage_sla_us: dict[EventType, int]
+    outliers: OutlierSettings
+    weights: dict[str, ComponentWeight]
 
     @classmethod
     def load(cls, path: Path | None = None) -> HealthSettings:
@@ -123,7 +170,33 @@ class HealthSettings(msgspec.Struct, frozen=True):
             raise SettingsError(
                 f"{source}: stages.sla_hours {bad} must be positive stages in order"
             )
+        anomalies = raw.anomalies
+        history = parse_duration_us(anomalies.outlier_history, what=f"{source}: outlier_history")
+        if history % _UNITS_US["h"] or history <= 0:
+            raise SettingsError(f"{source}: anomalies.outlier_history must be whole hours")
+        if anomalies.outlier_z <= 0 or anomalies.outlier_min_samples < 2:
+            raise SettingsError(
+                f"{source}: anomalies.outlier_z must be > 0 and outlier_min_samples >= 2"
+            )
+        from dataflows.metrics import COMPONENTS
+
+        names = {c.name for c in COMPONENTS}
+        weights = raw.health_index.components
+        if missing := sorted(names - set(weights)):
+            raise SettingsError(f"{source}: health_index.components lacks {missing}")
+        if unknown_c := sorted(set(weights) - names):
+            raise SettingsError(f"{source}: health_index.components has unknown {unknown_c}")
+        for name, w in weights.items():
+            if w.weight < 0 or w.good == w.bad:
+                raise SettingsError(
+                    f"{source}: health_index.components.{name}: weight must be >= 0 "
+                    "and good must differ from bad"
+                )
+        if sum(w.weight for w in weights.values()) <= 0:
+            raise SettingsError(f"{source}: health_index weights must not all be 0")
         return cls(
+            outliers=OutlierSettings(anomalies.outlier_z, anomalies.outlier_min_samples, history),
+            weights=dict(weights),
             window_sizes=tuple(sorted(sizes, key=lambda s: s[1])),
             allowed_lateness_us=lateness,
             dimensions=tuple(raw.dimensions.enabled),

@@ -7,6 +7,10 @@ passes its end: by then every partition has moved beyond it, so no accepted
 event can change it.  Until then every change is emitted as a provisional row
 (``is_final = false``), so open windows -- "today" -- move in real time.
 
+``late_open_orders`` is a running total per series (window size, dimension,
+value): the sum of ``late_open_in - late_open_out`` over every window up to
+this one.  Final windows are folded into the series' base and forgotten.
+
 Rows carry absolute values, so writing them is an idempotent upsert by
 ``(window_size, window_start, dimension, dimension_value)``.
 """
@@ -14,17 +18,55 @@ Rows carry absolute values, so writing them is an idempotent upsert by
 from __future__ import annotations
 
 import logging
+from bisect import insort
+from collections import Counter
 from typing import Any
 
-from dataflows.contributions import Contribution, WindowKey
-from dataflows.metrics import MEASURES, compute_components
+from dataflows.contributions import VALUE_FACTS, Delta, WindowKey
+from dataflows.metrics import MEASURES, WindowTotals, compute_components
 from dataflows.partition_processor import PartitionBatch
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import from_us
 
-__all__ = ["MetricWindows"]
+__all__ = ["MetricWindows", "health_index"]
 
 log = logging.getLogger(__name__)
+
+_IN = MEASURES.index("late_open_in")
+_OUT = MEASURES.index("late_open_out")
+Series = tuple[str, str, str]
+
+
+def health_index(
+    components: dict[str, float | None], settings: HealthSettings
+) -> tuple[float | None, str | None]:
+    """The 0-100 composite and the names of the components that contributed."""
+    total = weight = 0.0
+    used = []
+    for name, value in components.items():
+        w = settings.weights[name]
+        if value is None or w.weight <= 0:
+            continue
+        total += w.weight * w.score(value)
+        weight += w.weight
+        used.append(name)
+    if not used:
+        return None, None
+    return 100.0 * total / weight, ",".join(used)
+
+
+class _Window:
+    __slots__ = ("values", "vector")
+
+    def __init__(self) -> None:
+        self.vector = [0] * len(MEASURES)
+        self.values: list[Counter[int]] = [Counter() for _ in VALUE_FACTS]
+
+    def __getstate__(self) -> tuple[list[int], list[Counter[int]]]:
+        return (self.vector, self.values)
+
+    def __setstate__(self, state: tuple[list[int], list[Counter[int]]]) -> None:
+        self.vector, self.values = state
 
 
 class MetricWindows:
@@ -36,11 +78,13 @@ class MetricWindows:
         self.partition_watermarks: dict[str, int] = {}
         #: Kafka position incorporated per stream (topic/partition -> offset).
         self.progress: dict[str, int] = {}
-        self.totals: dict[WindowKey, list[int]] = {}
-        self.finalized: set[WindowKey] = set()
+        self.windows: dict[WindowKey, _Window] = {}
+        #: Open window starts per series, ascending.
+        self.series_starts: dict[Series, list[int]] = {}
+        #: late_open_in - late_open_out of the series' forgotten (final) windows.
+        self.series_base: dict[Series, int] = {}
         self.late_contributions = 0
         self._sizes = dict(settings.window_sizes)
-        self._retention_us = max(self._sizes.values())
 
     @property
     def watermark_us(self) -> int | None:
@@ -60,55 +104,90 @@ class MetricWindows:
         if batch.watermark_us is not None:
             self.partition_watermarks[batch.stream] = batch.watermark_us
         after = self.watermark_us
+        final: list[WindowKey] = []
         if after is not None and after != before:
-            for key in self.totals:
-                if key not in self.finalized and self._end(key) <= after:
-                    self.finalized.add(key)
-                    changed.add(key)
-        rows = [self.row(key) for key in sorted(changed)]
-        if after is not None:
-            self._evict(after)
+            final = [k for k in self.windows if self._end(k) <= after]
+            changed.update(final)
+        rows = [self.row(key, is_final=key in final) for key in sorted(changed)]
+        for key in sorted(final, key=lambda k: k[1]):
+            self._forget(key)
         return rows
 
-    def _add(self, delta: Contribution, changed: set[WindowKey]) -> None:
+    def _add(self, delta: Delta, changed: set[WindowKey]) -> None:
         watermark = self.watermark_us
-        for key, vector in delta.items():
-            if key in self.finalized or (watermark is not None and self._end(key) <= watermark):
+        for key, change in delta.items():
+            if watermark is not None and self._end(key) <= watermark:
                 # Cannot happen for events inside the allowed lateness; counted
                 # so that a restatement can be triggered, never silently.
                 self.late_contributions += 1
                 log.warning("contribution to final window %s ignored; restate it", key)
                 continue
-            total = self.totals.get(key)
-            if total is None:
-                self.totals[key] = list(vector)
-            else:
-                for index, amount in enumerate(vector):
-                    total[index] += amount
+            window = self.windows.get(key)
+            if window is None:
+                window = self.windows[key] = _Window()
+                insort(self.series_starts.setdefault(_series(key), []), key[1])
+            for index, amount in enumerate(change.vector):
+                window.vector[index] += amount
+            for slot, counter in enumerate(window.values):
+                counter.update(change.added[slot])
+                counter.subtract(change.removed[slot])
             changed.add(key)
+            if change.vector[_IN] or change.vector[_OUT]:
+                # The running late-open total of every later open window moves too.
+                label, start, dim, value = key
+                for later in self.series_starts[_series(key)]:
+                    if later > start:
+                        changed.add((label, later, dim, value))
+
+    def _forget(self, key: WindowKey) -> None:
+        window = self.windows.pop(key)
+        series = _series(key)
+        self.series_base[series] = (
+            self.series_base.get(series, 0) + window.vector[_IN] - window.vector[_OUT]
+        )
+        self.series_starts[series].remove(key[1])
 
     def _end(self, key: WindowKey) -> int:
         return key[1] + self._sizes[key[0]]
 
-    def _evict(self, watermark: int) -> None:
-        """Forget final windows well behind the watermark (bounded state)."""
-        horizon = watermark - self._retention_us
-        stale = [k for k in self.finalized if self._end(k) < horizon]
-        for key in stale:
-            self.finalized.discard(key)
-            self.totals.pop(key, None)
+    def _late_open(self, key: WindowKey) -> int:
+        label, start, dim, value = key
+        total = self.series_base.get(_series(key), 0)
+        for other in self.series_starts[_series(key)]:
+            if other > start:
+                break
+            vector = self.windows[(label, other, dim, value)].vector
+            total += vector[_IN] - vector[_OUT]
+        return total
 
-    def row(self, key: WindowKey) -> dict[str, Any]:
+    def row(self, key: WindowKey, *, is_final: bool = False) -> dict[str, Any]:
         label, start, dimension, value = key
-        measures = dict(zip(MEASURES, self.totals[key], strict=True))
+        window = self.windows[key]
+        measures = dict(zip(MEASURES, window.vector, strict=True))
+        totals = WindowTotals(
+            measures=measures,
+            values={
+                fact: sorted(counter.elements())
+                for fact, counter in zip(VALUE_FACTS, window.values, strict=True)
+            },
+            late_open=self._late_open(key),
+        )
+        components = compute_components(totals)
+        index, used = health_index(components, self.settings)
         row: dict[str, Any] = {
             "window_size": label,
             "window_start": from_us(start),
             "window_end": from_us(start + self._sizes[label]),
             "dimension": dimension,
             "dimension_value": value,
-            "is_final": key in self.finalized,
+            "is_final": is_final,
         }
         row.update(measures)
-        row.update(compute_components(measures))
+        row.update(components)
+        row["health_index"] = index
+        row["health_components"] = used
         return row
+
+
+def _series(key: WindowKey) -> Series:
+    return (key[0], key[2], key[3])

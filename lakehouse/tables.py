@@ -178,6 +178,8 @@ HEALTH_METRICS_STAGING = TableSpec(
             pa.field("is_final", pa.bool_(), False),
             *[pa.field(m, pa.int64(), False) for m in MEASURES],
             *[pa.field(c.name, pa.float64()) for c in COMPONENTS],
+            pa.field("health_index", pa.float64()),
+            pa.field("health_components", pa.string()),
         ]
     ),
 )

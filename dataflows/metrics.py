@@ -216,7 +216,8 @@ FACTS: tuple[Fact, ...] = (
         "promise resolved (value 1 = on time), at the resolution time",
         _resolved,
         "SELECT order_id, resolved_t AS t, CAST(status = 'on_time' AS BIGINT) AS value, "
-        "resolved_t AS dims_t FROM outcomes WHERE status IN ('on_time', 'late')",
+        "resolved_t AS dims_t FROM outcomes WHERE status IN ('on_time', 'late') "
+        "AND created_t <= resolved_t",
         {"orders_resolved": Agg.COUNT, "orders_on_time": Agg.SUM},
     ),
     Fact(
@@ -224,7 +225,7 @@ FACTS: tuple[Fact, ...] = (
         "delivered and not cancelled before resolving, at delivery",
         _delivered,
         "SELECT order_id, delivered_t AS t, 1 AS value, delivered_t AS dims_t "
-        "FROM outcomes WHERE delivered_t IS NOT NULL AND status <> 'cancelled'",
+        "FROM outcomes WHERE status <> 'cancelled' AND created_t <= delivered_t",
         {"orders_delivered": Agg.COUNT},
     ),
     Fact(
@@ -232,8 +233,8 @@ FACTS: tuple[Fact, ...] = (
         "delivered - first promise (us), at delivery",
         _deviation,
         "SELECT order_id, delivered_t AS t, delivered_t - promise_t AS value, "
-        "delivered_t AS dims_t FROM outcomes WHERE delivered_t IS NOT NULL "
-        "AND status <> 'cancelled' AND promise_t IS NOT NULL",
+        "delivered_t AS dims_t FROM outcomes "
+        "WHERE status <> 'cancelled' AND created_t <= delivered_t",
         {"deviation_count": Agg.COUNT, "deviation_us_sum": Agg.SUM},
         keep_values=True,
     ),
@@ -242,7 +243,7 @@ FACTS: tuple[Fact, ...] = (
         "cancelled before the promise resolved, at the cancellation",
         _cancelled,
         "SELECT order_id, resolved_t AS t, 1 AS value, resolved_t AS dims_t "
-        "FROM outcomes WHERE status = 'cancelled'",
+        "FROM outcomes WHERE status = 'cancelled' AND created_t <= resolved_t",
         {"orders_cancelled": Agg.COUNT},
     ),
     Fact(
@@ -252,8 +253,7 @@ FACTS: tuple[Fact, ...] = (
         "SELECT s.order_id, s.t, CAST(w.warehouse_id = o.first_warehouse AS BIGINT) AS value, "
         "s.t AS dims_t FROM (SELECT order_id, stage_t AS t FROM stages WHERE stage = 'SHIPPED') s "
         "JOIN orders o USING (order_id) "
-        "ASOF JOIN warehouse_changes w ON s.order_id = w.order_id AND s.t >= w.t "
-        "WHERE o.first_warehouse IS NOT NULL",
+        "ASOF JOIN warehouse_changes w ON s.order_id = w.order_id AND s.t >= w.t",
         {"orders_shipped": Agg.COUNT, "shipped_from_first_warehouse": Agg.SUM},
     ),
     Fact(
@@ -261,8 +261,8 @@ FACTS: tuple[Fact, ...] = (
         "created -> delivered (us), at delivery",
         _cycle,
         "SELECT order_id, delivered_t AS t, delivered_t - created_t AS value, "
-        "delivered_t AS dims_t FROM outcomes WHERE delivered_t IS NOT NULL "
-        "AND status <> 'cancelled' AND created_t IS NOT NULL",
+        "delivered_t AS dims_t FROM outcomes "
+        "WHERE status <> 'cancelled' AND created_t <= delivered_t",
         {"cycle_count": Agg.COUNT, "cycle_us_sum": Agg.SUM, "cycle_us_sumsq": Agg.SUMSQ},
     ),
     Fact(
@@ -271,7 +271,7 @@ FACTS: tuple[Fact, ...] = (
         _since_created("WAREHOUSE_ACCEPTED"),
         "SELECT s.order_id, s.stage_t AS t, s.stage_t - o.created_t AS value, s.stage_t AS dims_t "
         "FROM stages s JOIN orders o USING (order_id) "
-        "WHERE s.stage = 'WAREHOUSE_ACCEPTED' AND o.created_t IS NOT NULL",
+        "WHERE s.stage = 'WAREHOUSE_ACCEPTED' AND o.created_t <= s.stage_t",
         {"gray_zone_count": Agg.COUNT, "gray_zone_us_sum": Agg.SUM},
     ),
     Fact(
@@ -280,7 +280,7 @@ FACTS: tuple[Fact, ...] = (
         _since_created("FINANCE_APPROVED"),
         "SELECT s.order_id, s.stage_t AS t, s.stage_t - o.created_t AS value, s.stage_t AS dims_t "
         "FROM stages s JOIN orders o USING (order_id) "
-        "WHERE s.stage = 'FINANCE_APPROVED' AND o.created_t IS NOT NULL",
+        "WHERE s.stage = 'FINANCE_APPROVED' AND o.created_t <= s.stage_t",
         {"finance_review_count": Agg.COUNT, "finance_review_us_sum": Agg.SUM},
     ),
     Fact(
@@ -311,7 +311,7 @@ FACTS: tuple[Fact, ...] = (
         "the order became late and still open, at its first promise",
         _late_open_in,
         "SELECT order_id, promise_t AS t, 1 AS value, promise_t AS dims_t "
-        "FROM outcomes WHERE status = 'late'",
+        "FROM outcomes WHERE status = 'late' AND created_t <= promise_t",
         {"late_open_in": Agg.COUNT},
     ),
     Fact(
@@ -319,7 +319,7 @@ FACTS: tuple[Fact, ...] = (
         "a late order was delivered or cancelled, at that time (dimensions as at the promise)",
         _late_open_out,
         "SELECT order_id, least(delivered_t, cancelled_t) AS t, 1 AS value, promise_t AS dims_t "
-        "FROM outcomes WHERE status = 'late' "
+        "FROM outcomes WHERE status = 'late' AND created_t <= promise_t "
         "AND coalesce(delivered_t, cancelled_t) IS NOT NULL",
         {"late_open_out": Agg.COUNT},
     ),

@@ -30,6 +30,8 @@ from dataflows.contributions import (
 from dataflows.dwell_history import DwellHistory
 from dataflows.lifecycle import (
     EVENT_RANK,
+    Baseline,
+    BaselineLookup,
     OrderView,
     Transition,
     add_outlier_flags,
@@ -66,13 +68,24 @@ class PartitionBatch(msgspec.Struct):
 class _Order:
     """Hot state of one order."""
 
-    __slots__ = ("contribution", "deadline_us", "dwells", "event_ids", "events", "last_offset")
+    __slots__ = (
+        "baselines",
+        "contribution",
+        "deadline_us",
+        "dwells",
+        "event_ids",
+        "events",
+        "last_offset",
+    )
 
     def __init__(self) -> None:
         self.events: list[tuple[tuple[int, int, str], OrderEvent]] = []
         self.event_ids: set[str] = set()
         self.contribution: Contribution = {}
         self.dwells: tuple[Transition, ...] = ()
+        #: Baselines this order's dwells were judged against, by (stage, end):
+        #: a decision is final, even after the partition history moves on.
+        self.baselines: dict[tuple[str, int], Baseline | None] = {}
         self.deadline_us: int | None = None
         self.last_offset = -1
 
@@ -82,6 +95,7 @@ class _Order:
             self.event_ids,
             self.contribution,
             self.dwells,
+            self.baselines,
             self.deadline_us,
             self.last_offset,
         )
@@ -92,6 +106,7 @@ class _Order:
             self.event_ids,
             self.contribution,
             self.dwells,
+            self.baselines,
             self.deadline_us,
             self.last_offset,
         ) = state
@@ -196,7 +211,9 @@ class PartitionProcessor:
         # baselines read below are complete whatever the order of refreshes.
         views = {order_id: self._derive(order_id, watermark) for order_id in sorted(touched)}
         for order_id, base_view in views.items():
-            view = add_outlier_flags(base_view, self.settings, watermark, self.history.baseline)
+            view = add_outlier_flags(
+                base_view, self.settings, watermark, self._baseline_for(order_id)
+            )
             self._apply(order_id, view, delta)
             lifecycle.append(
                 lifecycle_values(
@@ -223,6 +240,17 @@ class PartitionProcessor:
         self.history.replace(order_id, order.dwells, view.transitions)
         order.dwells = view.transitions
         return view
+
+    def _baseline_for(self, order_id: str) -> BaselineLookup:
+        memo = self.orders[order_id].baselines
+
+        def lookup(stage: str, end_us: int) -> Baseline | None:
+            key = (stage, end_us)
+            if key not in memo:
+                memo[key] = self.history.baseline(stage, end_us)
+            return memo[key]
+
+        return lookup
 
     def _apply(self, order_id: str, view: OrderView, delta: Delta) -> None:
         order = self.orders[order_id]

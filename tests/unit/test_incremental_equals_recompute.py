@@ -14,7 +14,6 @@ import random
 from collections import defaultdict
 
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from dataflows.contributions import order_contribution
 from dataflows.dwell_history import DwellHistory
@@ -26,75 +25,10 @@ from dataflows.timeutil import to_us
 from dataflows.window_metrics import MetricWindows
 from schemas.events import OrderEvent
 from tests.factories import at, event
+from tests.strategies import streams
 
 SETTINGS = HealthSettings.load()
 LATENESS_MIN = SETTINGS.allowed_lateness_us / 60_000_000
-
-STAGES = [
-    "FINANCE_APPROVED",
-    "ROUTED",
-    "WAREHOUSE_ACCEPTED",
-    "PICKED",
-    "PACKED",
-    "SHIPPED",
-    "DELIVERED",
-]
-
-
-@st.composite
-def lifecycle(draw: st.DrawFn, order_id: str) -> list[OrderEvent]:
-    start = draw(st.floats(0, 48))
-    promise_h = draw(st.sampled_from([6.0, 12.0, 30.0]))
-    events = [
-        event(
-            "ORDER_CREATED",
-            order_id,
-            at(start),
-            promised_delivery_at=at(start + promise_h),
-            region=draw(st.sampled_from(["DE", "FR"])),
-            channel="web",
-        )
-    ]
-    now = start
-    for stage in STAGES:
-        if not draw(st.booleans()) and stage != "DELIVERED":
-            continue
-        now += draw(st.floats(0.01, 9.0))
-        extra = {}
-        if stage == "ROUTED":
-            extra["warehouse_id"] = draw(st.sampled_from(["W1", "W2"]))
-        if stage == "SHIPPED":
-            extra["carrier_id"] = draw(st.sampled_from(["DHL", "UPS"]))
-        if stage == "DELIVERED" and not draw(st.booleans()):
-            break  # still open
-        events.append(event(stage, order_id, at(now), **extra))
-    for kind in ("EXCEPTION", "REROUTED", "CANCELLED", "PROMISE_UPDATED"):
-        if draw(st.integers(0, 4)) == 0:
-            events.append(event(kind, order_id, at(start + draw(st.floats(0.0, 40.0)))))
-    if draw(st.integers(0, 6)) == 0:  # an impossible transition
-        events.append(event("PICKED", order_id, at(start - 0.5), event_id=f"{order_id}-weird"))
-    return events
-
-
-@st.composite
-def streams(draw: st.DrawFn) -> tuple[list[list[SourcedEvent]], int]:
-    n_orders = draw(st.integers(1, 10))
-    orders = [draw(lifecycle(f"O{i}")) for i in range(n_orders)]
-    rng = random.Random(draw(st.integers(0, 2**32)))
-    partitions: list[list[tuple[float, OrderEvent]]] = [[], []]
-    for i, events in enumerate(orders):
-        for e in events:
-            delay = rng.uniform(0, LATENESS_MIN * 0.95)
-            partitions[i % 2].append((to_us(e.event_time) + delay * 60e6, e))
-            if rng.random() < 0.15:
-                partitions[i % 2].append(
-                    (to_us(e.event_time) + rng.uniform(0, LATENESS_MIN * 0.95) * 60e6, e)
-                )
-    out = []
-    for p, arrivals in enumerate(partitions):
-        arrivals.sort(key=lambda pair: pair[0])
-        out.append([SourcedEvent(e, "t", p, offset) for offset, (_, e) in enumerate(arrivals)])
-    return out, rng.randrange(1 << 30)
 
 
 def _recompute(partitions: list[list[SourcedEvent]]) -> dict:
@@ -120,7 +54,7 @@ def _recompute(partitions: list[list[SourcedEvent]]) -> dict:
 
 
 @settings(max_examples=60, deadline=None)
-@given(streams())
+@given(streams(SETTINGS))
 def test_stream_rows_equal_recomputation(case: tuple[list[list[SourcedEvent]], int]) -> None:
     partitions, seed = case
     rng = random.Random(seed)

@@ -35,6 +35,7 @@ __all__ = [
     "COMPONENTS",
     "FACTS",
     "MEASURES",
+    "MEASURE_AGGS",
     "Agg",
     "Component",
     "Fact",
@@ -327,6 +328,8 @@ FACTS: tuple[Fact, ...] = (
 
 #: Measure columns, in vector order.
 MEASURES: tuple[str, ...] = tuple(m for fact in FACTS for m in fact.measures)
+#: How each measure aggregates.
+MEASURE_AGGS: dict[str, Agg] = {m: agg for fact in FACTS for m, agg in fact.measures.items()}
 
 
 # -- components ------------------------------------------------------------------

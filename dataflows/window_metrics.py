@@ -95,7 +95,9 @@ class MetricWindows:
     def apply(self, batch: PartitionBatch) -> list[dict[str, Any]]:
         """Merge one partition batch; return the rows that changed."""
         changed: set[WindowKey] = set()
-        self._add(batch.window_delta, changed)
+        #: Series whose running late-open total moved, from which window start on.
+        moved_from: dict[Series, int] = {}
+        self._add(batch.window_delta, changed, moved_from)
         if batch.last_offset >= 0:
             self.progress[batch.stream] = max(
                 self.progress.get(batch.stream, -1), batch.last_offset
@@ -104,16 +106,37 @@ class MetricWindows:
         if batch.watermark_us is not None:
             self.partition_watermarks[batch.stream] = batch.watermark_us
         after = self.watermark_us
-        final: list[WindowKey] = []
+        final: set[WindowKey] = set()
         if after is not None and after != before:
-            final = [k for k in self.windows if self._end(k) <= after]
+            final = {k for k in self.windows if self._end(k) <= after}
             changed.update(final)
-        rows = [self.row(key, is_final=key in final) for key in sorted(changed)]
+        for series, first in moved_from.items():
+            label, dim, value = series
+            changed.update((label, s, dim, value) for s in self.series_starts[series] if s > first)
+        rows = self._rows(changed, final)
         for key in sorted(final, key=lambda k: k[1]):
             self._forget(key)
         return rows
 
-    def _add(self, delta: Delta, changed: set[WindowKey]) -> None:
+    def _rows(self, changed: set[WindowKey], final: set[WindowKey]) -> list[dict[str, Any]]:
+        """Rows for the changed windows; running totals in one pass per series."""
+        by_series: dict[Series, set[int]] = {}
+        for key in changed:
+            by_series.setdefault(_series(key), set()).add(key[1])
+        rows = []
+        for series in sorted(by_series):
+            label, dim, value = series
+            wanted = by_series[series]
+            running = self.series_base.get(series, 0)
+            for start in self.series_starts[series]:
+                key = (label, start, dim, value)
+                vector = self.windows[key].vector
+                running += vector[_IN] - vector[_OUT]
+                if start in wanted:
+                    rows.append(self.row(key, late_open=running, is_final=key in final))
+        return rows
+
+    def _add(self, delta: Delta, changed: set[WindowKey], moved_from: dict[Series, int]) -> None:
         watermark = self.watermark_us
         for key, change in delta.items():
             if watermark is not None and self._end(key) <= watermark:
@@ -133,11 +156,8 @@ class MetricWindows:
                 counter.subtract(change.removed[slot])
             changed.add(key)
             if change.vector[_IN] or change.vector[_OUT]:
-                # The running late-open total of every later open window moves too.
-                label, start, dim, value = key
-                for later in self.series_starts[_series(key)]:
-                    if later > start:
-                        changed.add((label, later, dim, value))
+                series = _series(key)
+                moved_from[series] = min(moved_from.get(series, key[1]), key[1])
 
     def _forget(self, key: WindowKey) -> None:
         window = self.windows.pop(key)
@@ -150,17 +170,7 @@ class MetricWindows:
     def _end(self, key: WindowKey) -> int:
         return key[1] + self._sizes[key[0]]
 
-    def _late_open(self, key: WindowKey) -> int:
-        label, start, dim, value = key
-        total = self.series_base.get(_series(key), 0)
-        for other in self.series_starts[_series(key)]:
-            if other > start:
-                break
-            vector = self.windows[(label, other, dim, value)].vector
-            total += vector[_IN] - vector[_OUT]
-        return total
-
-    def row(self, key: WindowKey, *, is_final: bool = False) -> dict[str, Any]:
+    def row(self, key: WindowKey, *, late_open: int, is_final: bool = False) -> dict[str, Any]:
         label, start, dimension, value = key
         window = self.windows[key]
         measures = dict(zip(MEASURES, window.vector, strict=True))
@@ -170,7 +180,7 @@ class MetricWindows:
                 fact: sorted(counter.elements())
                 for fact, counter in zip(VALUE_FACTS, window.values, strict=True)
             },
-            late_open=self._late_open(key),
+            late_open=late_open,
         )
         components = compute_components(totals)
         index, used = health_index(components, self.settings)

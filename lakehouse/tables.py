@@ -15,7 +15,7 @@ from typing import Any, Literal, get_args, get_origin
 import msgspec
 import pyarrow as pa
 
-from dataflows.metrics import COMPONENTS, MEASURES
+from dataflows.metrics import COMPONENTS, MEASURE_AGGS, MEASURES, Agg
 from dataflows.twin import STAGE_COLUMNS
 from schemas.events import ALL_EVENT_TYPES
 
@@ -164,6 +164,12 @@ ORDER_LIFECYCLE = TableSpec(
     ),
 )
 
+
+def _measure_type(measure: str) -> pa.DataType:
+    # Sums of squared microseconds exceed int64 (a 30 h cycle squared is ~1e22).
+    return pa.decimal128(38, 0) if MEASURE_AGGS[measure] is Agg.SUMSQ else pa.int64()
+
+
 HEALTH_METRICS_STAGING = TableSpec(
     path="gold/health_metrics_staging",
     merge_keys=("window_size", "window_start", "dimension", "dimension_value"),
@@ -176,7 +182,7 @@ HEALTH_METRICS_STAGING = TableSpec(
             pa.field("dimension", pa.string(), False),
             pa.field("dimension_value", pa.string(), False),
             pa.field("is_final", pa.bool_(), False),
-            *[pa.field(m, pa.int64(), False) for m in MEASURES],
+            *[pa.field(m, _measure_type(m), False) for m in MEASURES],
             *[pa.field(c.name, pa.float64()) for c in COMPONENTS],
             pa.field("health_index", pa.float64()),
             pa.field("health_components", pa.string()),

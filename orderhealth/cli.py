@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -316,6 +317,46 @@ def generate(
     with _progress() as progress, _tracked(progress, "produce", events) as bump:
         sent = produce(bootstrap_servers, topic, generate_messages(gen), rate=rate, on_sent=bump)
     console.print(f"Produced {sent:,} events to {topic} on {bootstrap_servers}")
+
+
+@app.command()
+def restate(
+    lakehouse: Lakehouse = DEFAULT_LAKEHOUSE,
+    window_size: Annotated[
+        list[str] | None,
+        typer.Option("--window-size", help="Window size(s) to restate; default all configured."),
+    ] = None,
+    start: Annotated[
+        datetime | None, typer.Option("--from", help="First window start (UTC), inclusive.")
+    ] = None,
+    end: Annotated[
+        datetime | None, typer.Option("--to", help="Last window start (UTC), exclusive.")
+    ] = None,
+    partitions: Annotated[
+        int | None, typer.Option(min=1, help="Topic partitions; default: those seen in bronze.")
+    ] = None,
+    config: Config = None,
+) -> None:
+    """Recompute windows from bronze (late events included) and rewrite them."""
+    from orderhealth.restate import restate as run_restatement
+
+    root = lakehouse if "://" in lakehouse else str(Path(lakehouse).resolve())
+    utc = [d.replace(tzinfo=UTC) if d is not None and d.tzinfo is None else d for d in (start, end)]
+    with console.status("Recomputing windows from bronze/order_events..."):
+        result = run_restatement(
+            root,
+            HealthSettings.load(config),
+            window_sizes=window_size,
+            start=utc[0],
+            end=utc[1],
+            partitions=partitions,
+        )
+    console.print(
+        f"Restated {result.rows_recomputed:,} window rows from bronze version "
+        f"{result.bronze_version} ({result.late_events:,} late events included); "
+        f"{result.rows_written:,} written"
+        + ("" if result.rows_written else " (already restated at this bronze version)")
+    )
 
 
 @app.command()

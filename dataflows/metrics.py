@@ -18,7 +18,9 @@ are integer microseconds, so sums are exact.
 
 from __future__ import annotations
 
+import importlib
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -326,6 +328,29 @@ FACTS: tuple[Fact, ...] = (
     ),
 )
 
+
+def _plugins() -> tuple[tuple[Fact, ...], tuple[Component, ...]]:
+    """Facts and components from the modules in ``ORDERHEALTH_METRIC_PLUGINS``.
+
+    A plugin is a module with ``FACTS`` and ``COMPONENTS`` tuples, so a team can
+    add a metric without forking the catalogue (``docs/extending.md``).  Give
+    each plugin component a weight in ``health.toml``.
+    """
+    facts: list[Fact] = []
+    components: list[Component] = []
+    for name in os.environ.get("ORDERHEALTH_METRIC_PLUGINS", "").split(","):
+        if name.strip():
+            module = importlib.import_module(name.strip())
+            facts += getattr(module, "FACTS", ())
+            components += getattr(module, "COMPONENTS", ())
+    return tuple(facts), tuple(components)
+
+
+_PLUGIN_FACTS, _PLUGIN_COMPONENTS = _plugins()
+FACTS += _PLUGIN_FACTS
+if len({f.name for f in FACTS}) != len(FACTS):
+    raise ValueError("two metric facts share a name; check ORDERHEALTH_METRIC_PLUGINS")
+
 #: Measure columns, in vector order.
 MEASURES: tuple[str, ...] = tuple(m for fact in FACTS for m in fact.measures)
 #: How each measure aggregates.
@@ -454,6 +479,9 @@ COMPONENTS: tuple[Component, ...] = (
         lambda w: float(w.late_open),
     ),
 )
+
+
+COMPONENTS += _PLUGIN_COMPONENTS
 
 
 def compute_components(totals: WindowTotals) -> dict[str, float | None]:

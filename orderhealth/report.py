@@ -15,10 +15,6 @@ from lakehouse.tables import HEALTH_METRICS_STAGING
 __all__ = ["print_counts", "print_health"]
 
 
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1%}"
-
-
 def _daily(root: str, dimension: str, days: int) -> tuple[list[Any], dict[str, dict[Any, Any]]]:
     table = read_table(root, HEALTH_METRICS_STAGING)
     mask = pc.and_(pc.equal(table["window_size"], "1d"), pc.equal(table["dimension"], dimension))
@@ -31,37 +27,82 @@ def _daily(root: str, dimension: str, days: int) -> tuple[list[Any], dict[str, d
     return starts, grid
 
 
+_COMPONENT_COLUMNS = (
+    ("on_time_rate", "on-time", "pct"),
+    ("anomaly_rate", "anomalies", "pct"),
+    ("order_to_warehouse_hours_avg", "gray zone h", "hours"),
+    ("finance_review_hours_avg", "finance h", "hours"),
+    ("promise_deviation_hours_p90", "dev p90 h", "hours"),
+    ("cycle_time_hours_avg", "cycle h", "hours"),
+    ("stage_sla_breach_rate", "SLA breach", "pct"),
+    ("routing_accuracy", "routing", "pct"),
+    ("late_open_orders", "late open", "count"),
+)
+
+
+def _fmt(value: float | None, kind: str) -> str:
+    if value is None:
+        return "—"
+    if kind == "pct":
+        return f"{value:.1%}"
+    if kind == "hours":
+        return f"{value:.1f}"
+    return f"{value:,.0f}"
+
+
 def print_health(console: Console, root: str, *, days: int = 5) -> None:
-    """Daily on-time and anomaly rates for the company and per warehouse."""
+    """Daily health index per warehouse, then every component on the worst day."""
     starts, grid = _daily(root, "warehouse_id", days)
     _, overall = _daily(root, "all", days)
     if not starts:
         console.print("[yellow]No health metrics were published.[/]")
         return
-    for metric, title, worse_if_lower in (
-        ("on_time_rate", "On-time rate (promises kept / resolved)", True),
-        ("anomaly_rate", "Anomaly rate (flagged orders / active orders)", False),
-    ):
-        table = Table(title=title, title_justify="left")
-        table.add_column("warehouse")
+    table = Table(title="Health index (0-100) by day", title_justify="left")
+    table.add_column("warehouse")
+    for start in starts:
+        final = all(grid[v].get(start, {}).get("is_final", True) for v in grid)
+        table.add_column(start.strftime("%a %d %b") + ("" if final else " (open)"), justify="right")
+    for name, cells in [("ALL", overall["all"]), *sorted(grid.items())]:
+        rendered = []
         for start in starts:
-            final = all(grid[v].get(start, {}).get("is_final", True) for v in grid)
-            table.add_column(
-                start.strftime("%a %d %b") + ("" if final else " (open)"), justify="right"
-            )
-        for name, cells in [("ALL", overall["all"]), *sorted(grid.items())]:
-            rendered = []
-            for start in starts:
-                value = cells.get(start, {}).get(metric)
-                company = overall["all"].get(start, {}).get(metric)
-                text = _pct(value)
-                if value is not None and company is not None and name != "ALL":
-                    gap = (company - value) if worse_if_lower else (value - company)
-                    if gap > 0.03:
-                        text = f"[bold red]{text}[/]"
-                rendered.append(text)
-            table.add_row(name, *rendered)
-        console.print(table)
+            value = cells.get(start, {}).get("health_index")
+            company = overall["all"].get(start, {}).get("health_index")
+            text = _fmt(value, "count" if value is None else "hours")
+            if value is not None and company is not None and name != "ALL" and company - value > 5:
+                text = f"[bold red]{text}[/]"
+            rendered.append(text)
+        table.add_row(name, *rendered)
+    console.print(table)
+
+    # The final day where one warehouse fell furthest below the company.
+    def spread(start: object) -> float:
+        company = overall["all"].get(start, {}).get("health_index")
+        values = [c[start]["health_index"] for c in grid.values() if start in c]
+        values = [v for v in values if v is not None]
+        return (company - min(values)) if values and company is not None else -1.0
+
+    finals = [s for s in starts if overall["all"].get(s, {}).get("is_final")] or starts
+    worst = max(finals, key=spread)
+    detail = Table(
+        title=f"Components on {worst.strftime('%a %d %b')} (the day a warehouse fell furthest)",
+        title_justify="left",
+    )
+    detail.add_column("warehouse")
+    detail.add_column("index", justify="right")
+    for _, header, _ in _COMPONENT_COLUMNS:
+        detail.add_column(header, justify="right")
+    rows = [("ALL", overall["all"].get(worst, {}))]
+    rows += sorted(
+        ((name, cells.get(worst, {})) for name, cells in grid.items()),
+        key=lambda item: item[1].get("health_index") or 0.0,
+    )
+    for name, row in rows:
+        detail.add_row(
+            name,
+            _fmt(row.get("health_index"), "hours"),
+            *[_fmt(row.get(column), kind) for column, _, kind in _COMPONENT_COLUMNS],
+        )
+    console.print(detail)
 
 
 def print_counts(console: Console, counts: PipelineCounts, produced: int | None) -> None:

@@ -90,10 +90,11 @@ class _Order:
         self.last_offset = -1
 
     def __getstate__(self) -> tuple[Any, ...]:
+        # The contribution is derivable from the rest and is the bulk of the
+        # state, so snapshots leave it out; PartitionProcessor rebuilds it.
         return (
             self.events,
             self.event_ids,
-            self.contribution,
             self.dwells,
             self.baselines,
             self.deadline_us,
@@ -104,12 +105,12 @@ class _Order:
         (
             self.events,
             self.event_ids,
-            self.contribution,
             self.dwells,
             self.baselines,
             self.deadline_us,
             self.last_offset,
         ) = state
+        self.contribution = {}
 
 
 def _event_row(event: OrderEvent) -> dict[str, Any]:
@@ -153,6 +154,14 @@ class PartitionProcessor:
         self.orders = state["orders"]
         self.history = state["history"]
         self._timers = state["timers"]
+        # Between batches every order's view is up to date with the watermark
+        # (all passed deadlines have fired), so its contribution is exactly what
+        # deriving it again now gives.
+        watermark = self.watermark_us
+        for order_id, order in self.orders.items():
+            view = derive_view(order_id, [e for _, e in order.events], self.settings, watermark)
+            view = add_outlier_flags(view, self.settings, watermark, self._baseline_for(order_id))
+            order.contribution = order_contribution(view, self.settings)
 
     @property
     def watermark_us(self) -> int | None:

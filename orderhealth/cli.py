@@ -52,7 +52,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=False)
+console = Console()
+if not console.is_terminal:
+    # Logs and pipes: wide enough for the health tables instead of rich's 80.
+    console = Console(width=120)
 _state = {"debug": False}
 
 DEFAULT_LAKEHOUSE = "data/lakehouse"

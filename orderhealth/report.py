@@ -31,7 +31,6 @@ _COMPONENT_COLUMNS = (
     ("on_time_rate", "on-time", "pct"),
     ("anomaly_rate", "anomalies", "pct"),
     ("order_to_warehouse_hours_avg", "gray zone h", "hours"),
-    ("finance_review_hours_avg", "finance h", "hours"),
     ("promise_deviation_hours_p90", "dev p90 h", "hours"),
     ("cycle_time_hours_avg", "cycle h", "hours"),
     ("stage_sla_breach_rate", "SLA breach", "pct"),

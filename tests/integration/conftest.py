@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,3 +79,21 @@ def sorted_table(root: Path, spec: TableSpec) -> pa.Table:
 
 def all_tables(root: Path) -> dict[str, pa.Table]:
     return {spec.path: sorted_table(root, spec) for spec in TABLES}
+
+
+def run_command(broker: Kafka, topic: str, lakehouse: Path, *extra: str) -> list[str]:
+    """``orderhealth run --once`` as a real process (for kill and plugin tests)."""
+    return [
+        sys.executable,
+        "-m",
+        "orderhealth",
+        "run",
+        "--once",
+        "--bootstrap-servers",
+        broker.bootstrap_servers,
+        "--topic",
+        topic,
+        "--lakehouse",
+        str(lakehouse),
+        *extra,
+    ]

@@ -6,7 +6,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,32 +15,24 @@ from deltalake.exceptions import TableNotFoundError
 
 from lakehouse.tables import BRONZE_EVENTS, table_uri
 from orderhealth.generator import GeneratorConfig
-from tests.integration.conftest import Kafka, all_tables, load_topic
+from tests.integration.conftest import Kafka, all_tables, load_topic, run_command
 
 pytestmark = pytest.mark.integration
 EVENTS = 60_000
 
 
 def _run_command(broker: Kafka, topic: str, lakehouse: Path, recovery: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "orderhealth",
-        "run",
-        "--once",
-        "--bootstrap-servers",
-        broker.bootstrap_servers,
-        "--topic",
+    return run_command(
+        broker,
         topic,
-        "--lakehouse",
-        str(lakehouse),
+        lakehouse,
         "--recovery-dir",
         str(recovery),
         "--snapshot-interval",
         "0.5",
         "--max-in-flight",
         "4000",
-    ]
+    )
 
 
 def _bronze_version(lakehouse: Path) -> int:

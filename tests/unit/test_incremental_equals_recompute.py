@@ -9,8 +9,6 @@ once from its complete event set at the final watermark.
 
 from __future__ import annotations
 
-import pickle
-import random
 from collections import defaultdict
 
 from hypothesis import given, settings
@@ -22,10 +20,10 @@ from dataflows.metrics import MEASURES
 from dataflows.partition_processor import PartitionProcessor, SourcedEvent
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import to_us
-from dataflows.window_metrics import MetricWindows
 from schemas.events import OrderEvent
 from tests.factories import at, event
 from tests.strategies import streams
+from tests.stream_driver import run_stream
 
 SETTINGS = HealthSettings.load()
 LATENESS_MIN = SETTINGS.allowed_lateness_us / 60_000_000
@@ -57,34 +55,9 @@ def _recompute(partitions: list[list[SourcedEvent]]) -> dict:
 @given(streams(SETTINGS))
 def test_stream_rows_equal_recomputation(case: tuple[list[list[SourcedEvent]], int]) -> None:
     partitions, seed = case
-    rng = random.Random(seed)
-    names = [f"t/{p}" for p in range(len(partitions))]
-    windows = MetricWindows(
-        SETTINGS, [n for n, items in zip(names, partitions, strict=True) if items]
-    )
-    processors = [PartitionProcessor("t", p, SETTINGS) for p in range(len(partitions))]
-    emitted: dict = {}
-    cursors = [0] * len(partitions)
-    while any(c < len(items) for c, items in zip(cursors, partitions, strict=True)):
-        p = rng.randrange(len(partitions))
-        if cursors[p] >= len(partitions[p]):
-            continue
-        size = rng.randint(1, 6)
-        batch = partitions[p][cursors[p] : cursors[p] + size]
-        cursors[p] += size
-        result = processors[p].process(batch)
-        for row in windows.apply(result):
-            emitted[
-                (
-                    row["window_size"],
-                    to_us(row["window_start"]),
-                    row["dimension"],
-                    row["dimension_value"],
-                )
-            ] = row
-        if rng.random() < 0.2:  # recovery: state survives a pickle round-trip
-            processors[p] = pickle.loads(pickle.dumps(processors[p]))
-            windows = pickle.loads(pickle.dumps(windows))
+    run = run_stream(partitions, SETTINGS, seed)
+    windows, emitted = run.windows, run.rows
+    assert windows is not None
 
     expected = _recompute(partitions)
     got = {k: [r[m] for m in MEASURES] for k, r in emitted.items() if any(r[m] for m in MEASURES)}

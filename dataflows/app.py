@@ -54,6 +54,7 @@ def config_from_env() -> FlowConfig:
         lakehouse=lakehouse,
         settings=HealthSettings.load(Path(config_path) if config_path else None),
         kafka_config=security_config(),
+        rules_path=os.environ.get("ORDERHEALTH_RECORD_RULES"),
         max_in_flight=int(in_flight) if in_flight else (None if multi_process else 20_000),
     )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeGuard
 
 import bytewax.operators as op
@@ -30,6 +31,7 @@ from dataflows.sinks import SINK_KEY, DeltaSink
 from dataflows.window_metrics import MetricWindows
 from lakehouse.tables import BRONZE_EVENTS, DEAD_LETTER, HEALTH_METRICS_STAGING, ORDER_LIFECYCLE
 from lakehouse.writer import Chunk, stream_name
+from quality.record_rules import RuleBook
 from schemas.decode import EventDecoder, Rejection
 
 __all__ = ["FlowConfig", "build_flow"]
@@ -49,6 +51,8 @@ class FlowConfig(msgspec.Struct, frozen=True):
     pipeline_id: str = "orderhealth"
     kafka_config: dict[str, str] = {}
     storage_options: dict[str, str] | None = None
+    #: Record-level quality rules; None = quality/record_rules.toml.
+    rules_path: str | None = None
     #: Consumed-but-unprocessed messages allowed per process; None = no limit
     #: (needed for multi-process runs, see dataflows.kafka_source).
     max_in_flight: int | None = 20_000
@@ -107,7 +111,11 @@ def _is_event(item: SourcedEvent | dict[str, Any]) -> TypeGuard[SourcedEvent]:
 
 
 def _dead_letter_row(
-    msg: KafkaSourceMessage[bytes | None, bytes | None], rejection: Rejection
+    msg: KafkaSourceMessage[bytes | None, bytes | None],
+    rejection: Rejection | None = None,
+    *,
+    rule: str | None = None,
+    message: str | None = None,
 ) -> dict[str, Any]:
     return {
         "topic": msg.topic,
@@ -115,12 +123,20 @@ def _dead_letter_row(
         "offset": msg.offset,
         "key": msg.key,
         "value": msg.value,
-        "reason": rejection.reason.value,
-        "message": rejection.message,
-        "field": rejection.field,
-        "expected": rejection.expected,
-        "got": rejection.got,
+        "reason": rejection.reason.value if rejection else "rule_violation",
+        "rule": rule,
+        "message": rejection.message if rejection else message,
+        "field": rejection.field if rejection else None,
+        "expected": rejection.expected if rejection else None,
+        "got": rejection.got if rejection else None,
     }
+
+
+def _produced_us(msg: KafkaSourceMessage[bytes | None, bytes | None]) -> int | None:
+    """The Kafka message timestamp in us (the rules' clock), if the broker has one."""
+    if msg.timestamp is None or msg.timestamp[0] == 0:  # TIMESTAMP_NOT_AVAILABLE
+        return None
+    return msg.timestamp[1] * 1000
 
 
 def build_flow(
@@ -131,6 +147,7 @@ def build_flow(
 ) -> Dataflow:
     """Build the dataflow.  ``on_consumed``/``on_commit`` feed progress displays."""
     decoder = EventDecoder()
+    rules = RuleBook.load(Path(config.rules_path) if config.rules_path else None)
     control = FlowControl(config.max_in_flight)
     settings = config.settings
     partitions = [stream_name(config.topic, p) for p in range(config.partitions)]
@@ -145,8 +162,12 @@ def build_flow(
         if isinstance(result, Rejection):
             control.completed(1)
             return _dead_letter_row(msg, result)
+        verdict = rules.check(result, _produced_us(msg))
+        if verdict.dropped_by is not None:
+            control.completed(1)
+            return _dead_letter_row(msg, rule=verdict.dropped_by, message=verdict.message)
         assert msg.topic is not None and msg.partition is not None and msg.offset is not None
-        return SourcedEvent(result, msg.topic, msg.partition, msg.offset)
+        return SourcedEvent(result, msg.topic, msg.partition, msg.offset, verdict.warnings)
 
     def sink(spec: Any, mode: Any) -> DeltaSink:
         return DeltaSink(

@@ -52,6 +52,8 @@ class SourcedEvent(msgspec.Struct, frozen=True):
     topic: str
     partition: int
     offset: int
+    #: Record rules (action "warn") this event broke.
+    warnings: tuple[str, ...] = ()
 
 
 class PartitionBatch(msgspec.Struct):
@@ -193,6 +195,7 @@ class PartitionProcessor:
                 offset=item.offset,
                 is_duplicate=duplicate,
                 is_late=late,
+                quality_warnings=",".join(item.warnings) or None,
             )
             bronze.append(row)
             last_offset = item.offset

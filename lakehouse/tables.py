@@ -96,6 +96,8 @@ BRONZE_EVENTS = TableSpec(
             *_COORDINATES,
             pa.field("is_duplicate", pa.bool_(), False),
             pa.field("is_late", pa.bool_(), False),
+            # Names of record rules with action "warn" that this event broke.
+            pa.field("quality_warnings", pa.string()),
         ]
     ),
 )
@@ -108,6 +110,8 @@ DEAD_LETTER = TableSpec(
             pa.field("key", pa.binary()),
             pa.field("value", pa.binary()),
             pa.field("reason", pa.string(), False),
+            # For reason "rule_violation": the record rule that dropped it.
+            pa.field("rule", pa.string()),
             pa.field("message", pa.string(), False),
             pa.field("field", pa.string()),
             pa.field("expected", pa.string()),

@@ -242,6 +242,10 @@ def run(
         typer.Option(min=0, help="Consumed-but-unprocessed messages allowed; 0 = unlimited."),
     ] = 20_000,
     config: Config = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option(envvar="ORDERHEALTH_RECORD_RULES", help="Record-level rules TOML."),
+    ] = None,
 ) -> None:
     """Run the streaming flow against the configured Kafka topic."""
     if bootstrap_servers is None:
@@ -261,6 +265,7 @@ def run(
         tail=not once,
         kafka_config=security_config(),
         max_in_flight=max_in_flight or None,
+        rules_path=str(rules) if rules else None,
     )
     from orderhealth.pipeline import run_flow
 

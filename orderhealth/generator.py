@@ -305,6 +305,11 @@ _BAD_MESSAGES: tuple[tuple[bytes | None, bytes], ...] = (
         b'{"event_type": "DELIVERED", ' + _BAD + b', "event_time": "2026-11-02T10:00:00Z", '
         b'"schema_version": 1}',
     ),
+    (  # valid JSON, but the promise precedes the order: a record rule drops it
+        b"ORD-BAD",
+        b'{"event_type": "ORDER_CREATED", ' + _BAD + b', "event_time": "2026-11-02T10:00:00Z", '
+        b'"promised_delivery_at": "2026-11-01T10:00:00Z", "schema_version": 1}',
+    ),
 )
 
 

@@ -53,7 +53,10 @@ def test_dead_letters_keep_raw_bytes_and_a_precise_reason(outage_run: tuple[str,
         "missing_field",
         "invalid_utf8",
         "missing_key",
+        "rule_violation",
     } <= set(reasons)
+    dropped = [row for row in dead if row["reason"] == "rule_violation"]
+    assert {row["rule"] for row in dropped} == {"promise_after_creation"}
     for row in dead:
         assert row["value"] and row["message"]
         if row["reason"] == "missing_field":

@@ -1,0 +1,150 @@
+"""Record-level quality rules with DLT-like actions (warn, drop, fail).
+
+Each rule is a pure check of one decoded event; ``quality/record_rules.toml``
+chooses its action and parameters.  Checks compare times with the Kafka
+message timestamp rather than the wall clock, so that replaying a partition
+after a crash decides exactly as the first run did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from dataflows.settings import SettingsError, parse_duration_us
+from dataflows.timeutil import to_us
+from schemas.events import OrderCreated, OrderEvent, Rerouted
+
+__all__ = [
+    "DEFAULT_RULES_PATH",
+    "Action",
+    "RecordRule",
+    "RecordRuleFailure",
+    "RuleBook",
+    "RuleVerdict",
+]
+
+DEFAULT_RULES_PATH = Path(__file__).with_name("record_rules.toml")
+
+
+class Action(StrEnum):
+    WARN = "warn"
+    DROP = "drop"
+    FAIL = "fail"
+
+
+class RecordRuleFailure(RuntimeError):
+    """A ``fail`` rule was violated: the flow stops, as configured."""
+
+
+#: (event, Kafka timestamp in us or None, parameters) -> violation message or None
+Check = Callable[[OrderEvent, int | None, dict[str, Any]], str | None]
+
+
+def _event_time_not_in_future(
+    event: OrderEvent, received_us: int | None, params: dict[str, Any]
+) -> str | None:
+    if received_us is None:
+        return None
+    tolerance = parse_duration_us(str(params["clock_skew_tolerance"]), what="clock_skew_tolerance")
+    ahead = to_us(event.event_time) - received_us
+    if ahead > tolerance:
+        return f"event_time is {ahead / 60_000_000:.1f} min after the message was produced"
+    return None
+
+
+def _promise_after_creation(
+    event: OrderEvent, _received: int | None, _params: dict[str, Any]
+) -> str | None:
+    if isinstance(event, OrderCreated) and event.promised_delivery_at <= event.event_time:
+        return "promised_delivery_at is not after the order's creation time"
+    return None
+
+
+def _order_value_plausible(
+    event: OrderEvent, _received: int | None, params: dict[str, Any]
+) -> str | None:
+    limit = float(params["max_order_value"])
+    if isinstance(event, OrderCreated) and (event.order_value or 0.0) > limit:
+        return f"order_value {event.order_value} exceeds {limit:g}"
+    return None
+
+
+def _reroute_has_reason(
+    event: OrderEvent, _received: int | None, _params: dict[str, Any]
+) -> str | None:
+    if isinstance(event, Rerouted) and not event.reason.strip():
+        return "reroute without a reason"
+    return None
+
+
+#: The rule catalogue: name -> check.  Add a rule here and in the TOML file.
+CHECKS: dict[str, Check] = {
+    "event_time_not_in_future": _event_time_not_in_future,
+    "promise_after_creation": _promise_after_creation,
+    "order_value_plausible": _order_value_plausible,
+    "reroute_has_reason": _reroute_has_reason,
+}
+
+
+class RecordRule(msgspec.Struct, frozen=True):
+    name: str
+    action: Action
+    params: dict[str, Any]
+
+
+class RuleVerdict(msgspec.Struct, frozen=True):
+    """What the rules say about one event."""
+
+    dropped_by: str | None = None
+    message: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+class RuleBook:
+    """The configured rules, evaluated in file order."""
+
+    def __init__(self, rules: list[RecordRule]) -> None:
+        self.rules = rules
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> RuleBook:
+        path = path or DEFAULT_RULES_PATH
+        try:
+            raw = msgspec.toml.decode(path.read_bytes(), type=dict[str, dict[str, Any]])
+        except (OSError, msgspec.DecodeError) as err:
+            raise SettingsError(f"record rules {path}: {err}") from err
+        rules = []
+        for name, table in raw.items():
+            if name not in CHECKS:
+                raise SettingsError(f"record rules {path}: unknown rule {name!r}")
+            params = dict(table)
+            try:
+                action = Action(params.pop("action"))
+            except (KeyError, ValueError) as err:
+                raise SettingsError(
+                    f"record rules {path}: rule {name!r} needs action = warn | drop | fail"
+                ) from err
+            rules.append(RecordRule(name, action, params))
+        return cls(rules)
+
+    def check(self, event: OrderEvent, received_us: int | None) -> RuleVerdict:
+        """Apply every rule; raises :class:`RecordRuleFailure` for a ``fail`` rule."""
+        warnings: list[str] = []
+        for rule in self.rules:
+            message = CHECKS[rule.name](event, received_us, rule.params)
+            if message is None:
+                continue
+            if rule.action is Action.FAIL:
+                raise RecordRuleFailure(
+                    f"record rule {rule.name!r} failed for event {event.event_id!r} "
+                    f"of order {event.order_id!r}: {message}"
+                )
+            if rule.action is Action.DROP:
+                return RuleVerdict(rule.name, message, tuple(warnings))
+            warnings.append(rule.name)
+        return RuleVerdict(warnings=tuple(warnings))

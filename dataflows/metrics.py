@@ -93,6 +93,9 @@ class Component(msgspec.Struct, frozen=True):
     unit: str
     formula: str
     compute: Callable[[WindowTotals], float | None]
+    #: Values outside [low, high] are impossible (None = unbounded).  The
+    #: batch quality gate (quality/suites.py) quarantines a batch breaking it.
+    valid_range: tuple[float | None, float | None] = (None, None)
 
 
 # -- facts --------------------------------------------------------------------
@@ -410,6 +413,7 @@ COMPONENTS: tuple[Component, ...] = (
         "ratio",
         "orders_on_time / orders_resolved, over orders whose promise resolved in the window",
         _ratio("orders_on_time", "orders_resolved"),
+        valid_range=(0.0, 1.0),
     ),
     Component(
         "promise_deviation_hours_avg",
@@ -428,48 +432,56 @@ COMPONENTS: tuple[Component, ...] = (
         "ratio",
         "orders with an anomaly flag raised in the window / orders active in the window",
         _ratio("orders_anomalous", "orders_active"),
+        valid_range=(0.0, 1.0),
     ),
     Component(
         "cancellation_rate",
         "ratio",
         "orders cancelled before resolving / (those + orders resolved), in the window",
         _cancellation_rate,
+        valid_range=(0.0, 1.0),
     ),
     Component(
         "routing_accuracy",
         "ratio",
         "orders shipped from their first-routed warehouse / orders shipped, in the window",
         _ratio("shipped_from_first_warehouse", "orders_shipped"),
+        valid_range=(0.0, 1.0),
     ),
     Component(
         "cycle_time_hours_avg",
         "hours",
         "mean(delivered_at - created_at) over orders delivered in the window",
         _mean_hours("cycle_us_sum", "cycle_count"),
+        valid_range=(0.0, None),
     ),
     Component(
         "cycle_time_cv",
         "ratio",
         "population std / mean of the same cycle times (stability; needs 2 orders)",
         _cycle_cv,
+        valid_range=(0.0, None),
     ),
     Component(
         "order_to_warehouse_hours_avg",
         "hours",
         "mean(warehouse_accepted_at - created_at) over acceptances in the window (gray zone)",
         _mean_hours("gray_zone_us_sum", "gray_zone_count"),
+        valid_range=(0.0, None),
     ),
     Component(
         "finance_review_hours_avg",
         "hours",
         "mean(finance_approved_at - created_at) over approvals in the window",
         _mean_hours("finance_review_us_sum", "finance_review_count"),
+        valid_range=(0.0, None),
     ),
     Component(
         "stage_sla_breach_rate",
         "ratio",
         "stage transitions over their SLA / stage transitions completed in the window",
         _ratio("stage_sla_breaches", "stage_transitions"),
+        valid_range=(0.0, 1.0),
     ),
     Component(
         "late_open_orders",
@@ -477,6 +489,7 @@ COMPONENTS: tuple[Component, ...] = (
         "open orders already past their first promise at the window end "
         "(running sum of late_open_in - late_open_out)",
         lambda w: float(w.late_open),
+        valid_range=(0.0, None),
     ),
 )
 

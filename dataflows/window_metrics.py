@@ -196,6 +196,13 @@ class MetricWindows:
         row.update(components)
         row["health_index"] = index
         row["health_components"] = used
+        watermark = self.watermark_us
+        row["watermark_at"] = None if watermark is None else from_us(watermark)
+        row["watermark_lag_seconds"] = (
+            None
+            if watermark is None
+            else (max(self.partition_watermarks.values()) - watermark) / 1_000_000
+        )
         return row
 
 

@@ -22,9 +22,14 @@ from schemas.events import ALL_EVENT_TYPES
 __all__ = [
     "BRONZE_EVENTS",
     "DEAD_LETTER",
+    "HEALTH_METRICS",
     "HEALTH_METRICS_STAGING",
+    "METRIC_COLUMNS",
     "ORDER_LIFECYCLE",
+    "QUARANTINE",
+    "QUARANTINE_ACTIONS",
     "TABLES",
+    "VALIDATION_RUNS",
     "TableSpec",
     "table_uri",
 ]
@@ -40,6 +45,8 @@ class TableSpec(msgspec.Struct, frozen=True):
     #: Natural key for idempotent MERGE upserts; None for append-only tables.
     merge_keys: tuple[str, ...] | None = None
     partition_by: tuple[str, ...] = ()
+    #: Delta table properties set at creation.
+    configuration: dict[str, str] = {}
 
 
 def table_uri(root: str, spec: TableSpec) -> str:
@@ -174,22 +181,109 @@ def _measure_type(measure: str) -> pa.DataType:
     return pa.decimal128(38, 0) if MEASURE_AGGS[measure] is Agg.SUMSQ else pa.int64()
 
 
+_METRIC_KEYS = ("window_size", "window_start", "dimension", "dimension_value")
+# Nullable on purpose: a corrupt batch must reach the gate (and quarantine)
+# rather than fail the write with a schema error.
+_METRIC_FIELDS = [
+    pa.field("window_size", pa.string()),
+    pa.field("window_start", TIMESTAMP),
+    pa.field("window_end", TIMESTAMP),
+    pa.field("dimension", pa.string()),
+    pa.field("dimension_value", pa.string()),
+    pa.field("is_final", pa.bool_()),
+    *[pa.field(m, _measure_type(m)) for m in MEASURES],
+    *[pa.field(c.name, pa.float64()) for c in COMPONENTS],
+    pa.field("health_index", pa.float64()),
+    pa.field("health_components", pa.string()),
+    # Freshness at emission: the global watermark, and how far the slowest
+    # partition holds it behind the fastest (null for restated rows).
+    pa.field("watermark_at", TIMESTAMP),
+    pa.field("watermark_lag_seconds", pa.float64()),
+]
+METRIC_COLUMNS: tuple[str, ...] = tuple(f.name for f in _METRIC_FIELDS)
+
 HEALTH_METRICS_STAGING = TableSpec(
     path="gold/health_metrics_staging",
-    merge_keys=("window_size", "window_start", "dimension", "dimension_value"),
+    merge_keys=_METRIC_KEYS,
     partition_by=("window_size",),
+    schema=pa.schema(_METRIC_FIELDS),
+    # The gate reads each commit's changed rows (one metrics batch) from the
+    # change data feed, also after a crash between staging and publication.
+    configuration={"delta.enableChangeDataFeed": "true"},
+)
+
+_PUBLICATION_FIELDS = [
+    # quality/validation_runs.run_id of the gate run that let the row through.
+    pa.field("validation_run_id", pa.string(), False),
+    # passed | warning (published with failed warning expectations) | released
+    pa.field("quality_status", pa.string(), False),
+    pa.field("quality_warnings", pa.string()),
+    # The staging commit the row came from: a released old batch never
+    # overwrites a row from a newer one.
+    pa.field("staging_version", pa.int64(), False),
+]
+
+HEALTH_METRICS = TableSpec(
+    path="gold/health_metrics",
+    merge_keys=_METRIC_KEYS,
+    partition_by=("window_size",),
+    schema=pa.schema([*_METRIC_FIELDS, *_PUBLICATION_FIELDS]),
+)
+
+QUARANTINE = TableSpec(
+    path="gold/quarantine",
     schema=pa.schema(
         [
-            pa.field("window_size", pa.string(), False),
-            pa.field("window_start", TIMESTAMP, False),
-            pa.field("window_end", TIMESTAMP, False),
-            pa.field("dimension", pa.string(), False),
-            pa.field("dimension_value", pa.string(), False),
-            pa.field("is_final", pa.bool_(), False),
-            *[pa.field(m, _measure_type(m), False) for m in MEASURES],
-            *[pa.field(c.name, pa.float64()) for c in COMPONENTS],
-            pa.field("health_index", pa.float64()),
-            pa.field("health_components", pa.string()),
+            pa.field("batch_id", pa.string(), False),
+            pa.field("source_table", pa.string(), False),
+            pa.field("staging_version", pa.int64(), False),
+            pa.field("validation_run_id", pa.string(), False),
+            pa.field("failed_expectations", pa.string(), False),
+            pa.field("quarantined_at", TIMESTAMP, False),
+            *_METRIC_FIELDS,
+        ]
+    ),
+)
+
+VALIDATION_RUNS = TableSpec(
+    path="quality/validation_runs",
+    schema=pa.schema(
+        [
+            pa.field("run_id", pa.string(), False),
+            pa.field("batch_id", pa.string(), False),
+            pa.field("suite", pa.string(), False),
+            pa.field("source_table", pa.string(), False),
+            # Staging version for batch gates; for record rules the Kafka
+            # stream and the last offset covered.
+            pa.field("source_version", pa.int64()),
+            pa.field("topic", pa.string()),
+            pa.field("partition", pa.int32()),
+            pa.field("offset", pa.int64()),
+            pa.field("success", pa.bool_(), False),
+            # passed | warning | quarantined (batch gates); passed | violations (rules)
+            pa.field("outcome", pa.string(), False),
+            pa.field("row_count", pa.int64(), False),
+            # JSON: [{"expectation", "column", "severity", "observed"}], or per-rule counts
+            pa.field("failing_expectations", pa.string(), False),
+            pa.field("counts", pa.string(), False),
+            pa.field("duration_ms", pa.float64(), False),
+            pa.field("validated_at", TIMESTAMP, False),
+            # The full GX validation result (JSON), for Data Docs.
+            pa.field("result", pa.string()),
+        ]
+    ),
+)
+
+QUARANTINE_ACTIONS = TableSpec(
+    path="quality/quarantine_actions",
+    schema=pa.schema(
+        [
+            pa.field("batch_id", pa.string(), False),
+            pa.field("action", pa.string(), False),  # released | discarded
+            pa.field("actor", pa.string(), False),
+            pa.field("reason", pa.string(), False),
+            pa.field("acted_at", TIMESTAMP, False),
+            pa.field("rows_published", pa.int64(), False),
         ]
     ),
 )
@@ -199,4 +293,8 @@ TABLES: tuple[TableSpec, ...] = (
     DEAD_LETTER,
     ORDER_LIFECYCLE,
     HEALTH_METRICS_STAGING,
+    HEALTH_METRICS,
+    QUARANTINE,
+    VALIDATION_RUNS,
+    QUARANTINE_ACTIONS,
 )

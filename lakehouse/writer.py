@@ -79,6 +79,7 @@ class DeltaWriter:
                     self.spec.schema,
                     mode="ignore",
                     partition_by=list(self.spec.partition_by) or None,
+                    configuration=dict(self.spec.configuration) or None,
                     storage_options=self.storage_options,
                 )
         else:
@@ -169,3 +170,61 @@ class DeltaWriter:
         )
         self.commits += 1
         return len(latest)
+
+    # -- commits named by an explicit (stream, version) -------------------------
+    def append_once(self, rows: Sequence[Mapping[str, Any]], *, stream: str, version: int) -> int:
+        """Append rows as one commit recorded as ``(stream, version)``.
+
+        For writers whose input is not a Kafka partition (the quality gate:
+        a staging version; an operator action: a sequence number).  A no-op
+        when the table already holds that version of the stream.
+        """
+        if not rows or self.committed([stream])[stream] >= version:
+            return 0
+        write_deltalake(
+            self.table(),
+            self._arrow(rows),
+            mode="append",
+            partition_by=list(self.spec.partition_by) or None,
+            commit_properties=self._commit_properties({stream: version}),
+            storage_options=self.storage_options,
+        )
+        self.commits += 1
+        return len(rows)
+
+    def merge_once(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        stream: str,
+        version: int,
+        newer_column: str | None = None,
+    ) -> int:
+        """MERGE rows by key as one commit recorded as ``(stream, version)``.
+
+        With ``newer_column``, a matched row is only replaced by a source row
+        whose value in that column is at least as high: publishing an old batch
+        never overwrites a newer one.  Rows must have unique keys.
+        """
+        keys = self.spec.merge_keys
+        if keys is None:
+            raise ValueError(f"{self.spec.path} has no merge keys")
+        if not rows or self.committed([stream])[stream] >= version:
+            return 0
+        predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+        newer = f"s.{newer_column} >= t.{newer_column}" if newer_column else None
+        (
+            self.table()
+            .merge(
+                self._arrow(rows),
+                predicate=predicate,
+                source_alias="s",
+                target_alias="t",
+                commit_properties=self._commit_properties({stream: version}),
+            )
+            .when_matched_update_all(predicate=newer)
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        self.commits += 1
+        return len(rows)

@@ -1,0 +1,424 @@
+"""Publication through the quality gate: staging -> (published | quarantine).
+
+A *batch* is the set of metric rows changed by a range of staging commits,
+read from the staging table's change data feed (for a key changed several
+times, the rows of its newest commit in the range).  Each gate run takes every
+staging commit since the previous run, so a batch is cut by time, not by epoch:
+GX costs a fixed ~0.4 s per validation and the flow commits staging every epoch.
+
+Exactly-once, also across a crash in the middle of a run: every write of a
+run carries the app transaction ``(gate:<suite>, last staging version)``, in
+this order -- published *or* quarantine, then ``quality/validation_runs``.
+The validation run is the "done" marker.  If a crash leaves a publication
+without its run, the next run re-cuts exactly the same version range (the
+published/quarantine transaction says where it ended), re-validates it
+deterministically (same rows, same history) and writes only the run.
+
+The published table is a MERGE by key, so it changes atomically per batch and
+keeps its last good state when a batch is quarantined.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from lakehouse.reader import read_table
+from lakehouse.tables import (
+    HEALTH_METRICS,
+    HEALTH_METRICS_STAGING,
+    METRIC_COLUMNS,
+    QUARANTINE,
+    QUARANTINE_ACTIONS,
+    VALIDATION_RUNS,
+)
+from lakehouse.writer import DeltaWriter
+
+if TYPE_CHECKING:
+    from quality.gate import GateVerdict, QualityGate
+
+__all__ = [
+    "GateRun",
+    "Publisher",
+    "QuarantineError",
+    "QuarantinedBatch",
+    "discard",
+    "list_quarantined",
+    "release",
+]
+
+log = logging.getLogger(__name__)
+
+SUITE = "health_metrics"
+_UPSERTED = ("insert", "update_postimage")
+
+
+class QuarantineError(ValueError):
+    """An operator action that cannot be carried out (unknown batch, already decided)."""
+
+
+class GateRun(msgspec.Struct, frozen=True):
+    """One gate run over a staging version range, as recorded."""
+
+    run_id: str
+    batch_id: str
+    outcome: str
+    row_count: int
+    failed: tuple[str, ...]
+    duration_ms: float
+    first_version: int
+    last_version: int
+
+
+def _batch_id(first: int, last: int) -> str:
+    return f"{SUITE}@{first}-{last}"
+
+
+class Publisher:
+    """Gates staging batches of one lakehouse and publishes or quarantines them."""
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        pipeline_id: str = "orderhealth",
+        storage_options: dict[str, str] | None = None,
+        gate: QualityGate | None = None,
+    ) -> None:
+        def writer(spec: Any) -> DeltaWriter:
+            return DeltaWriter(root, spec, pipeline_id=pipeline_id, storage_options=storage_options)
+
+        self.root = root
+        self.staging = writer(HEALTH_METRICS_STAGING)
+        self.published = writer(HEALTH_METRICS)
+        self.quarantine = writer(QUARANTINE)
+        self.runs = writer(VALIDATION_RUNS)
+        self.stream = f"gate:{SUITE}"
+        self._gate = gate
+        self._recent: list[int] | None = None
+
+    @property
+    def gate(self) -> QualityGate:
+        if self._gate is None:
+            from quality.gate import load_gate
+
+            self._gate = load_gate(SUITE)
+        return self._gate
+
+    def prepare(self) -> None:
+        """Create the tables and build the gate now rather than on the first batch."""
+        for writer in (self.staging, self.published, self.quarantine, self.runs):
+            writer.table()
+        _ = self.gate
+
+    # -- what is pending --------------------------------------------------------
+    def pending(self) -> tuple[int, int] | None:
+        """The staging version range ``(first, last)`` the next run covers, if any."""
+        gated = self.runs.committed([self.stream])[self.stream]
+        written = max(
+            self.published.committed([self.stream])[self.stream],
+            self.quarantine.committed([self.stream])[self.stream],
+        )
+        # A crash after publishing but before recording the run: redo that range.
+        last = written if written > gated else self.staging.table().version()
+        first = max(gated + 1, 1)  # version 0 creates the (empty) table
+        return (first, last) if last >= first else None
+
+    def changed_rows(self, first: int, last: int) -> list[dict[str, Any]]:
+        """Rows changed by staging commits ``first..last``; newest commit per key.
+
+        Keys are compared as Python tuples, so null keys and duplicate keys
+        inside one commit survive to be judged by the gate.
+        """
+        reader = self.staging.table().load_cdf(starting_version=first, ending_version=last)
+        cdf = pa.table(reader.read_all())
+        if cdf.num_rows == 0:
+            return []
+        keys = HEALTH_METRICS_STAGING.merge_keys or ()
+        newest: dict[tuple[Any, ...], int] = {}
+        rows = [
+            r
+            for r in cdf.select([*METRIC_COLUMNS, "_change_type", "_commit_version"]).to_pylist()
+            if r["_change_type"] in _UPSERTED
+        ]
+        for row in rows:
+            key = tuple(row[k] for k in keys)
+            newest[key] = max(newest.get(key, -1), row["_commit_version"])
+        return [r for r in rows if r["_commit_version"] == newest[tuple(r[k] for k in keys)]]
+
+    def recent_row_counts(self) -> list[int]:
+        if self._recent is None:
+            runs = read_table(self.root, VALIDATION_RUNS, ["suite", "source_version", "row_count"])
+            runs = runs.filter(pc.equal(runs["suite"], SUITE)).sort_by("source_version")
+            self._recent = runs["row_count"].to_pylist()
+        return self._recent
+
+    # -- one gate run -------------------------------------------------------------
+    def run(self) -> GateRun | None:
+        """Gate everything staged since the last run; None when nothing is pending."""
+        pending = self.pending()
+        if pending is None:
+            return None
+        first, last = pending
+        rows = self.changed_rows(first, last)
+        if not rows:
+            return None  # maintenance commits only; the range grows until data arrives
+        frame = pa.Table.from_pylist(
+            [{c: r[c] for c in METRIC_COLUMNS} for r in rows],
+            schema=HEALTH_METRICS_STAGING.schema,
+        ).to_pandas()
+        verdict = self.gate.validate(frame, self.recent_row_counts())
+        batch_id = _batch_id(first, last)
+        run_id = f"run:{batch_id}"
+        now = datetime.now(UTC)
+        if verdict.outcome == "quarantined":
+            failed = json.dumps([msgspec.to_builtins(f) for f in verdict.failed])
+            self.quarantine.append_once(
+                [
+                    _quarantine_row(r, batch_id=batch_id, run_id=run_id, failed=failed, at=now)
+                    for r in rows
+                ],
+                stream=self.stream,
+                version=last,
+            )
+        else:
+            warnings = ",".join(sorted({f.expectation for f in verdict.warnings})) or None
+            self.published.merge_once(
+                [_published_row(r, run_id, verdict.outcome, warnings) for r in rows],
+                stream=self.stream,
+                version=last,
+                newer_column="staging_version",
+            )
+        self.runs.append_once(
+            [_run_row(verdict, run_id, batch_id, first, last, now)],
+            stream=self.stream,
+            version=last,
+        )
+        self.recent_row_counts().append(verdict.row_count)
+        run = GateRun(
+            run_id=run_id,
+            batch_id=batch_id,
+            outcome=verdict.outcome,
+            row_count=verdict.row_count,
+            failed=tuple(f.describe() for f in verdict.failed),
+            duration_ms=verdict.duration_ms,
+            first_version=first,
+            last_version=last,
+        )
+        level = logging.WARNING if verdict.failed else logging.INFO
+        log.log(level, "gate %s: %s (%d rows) %s", batch_id, run.outcome, run.row_count, run.failed)
+        return run
+
+    def run_all(self, on_run: Callable[[GateRun], None] | None = None) -> list[GateRun]:
+        """Run until nothing is pending (normally once; twice after a crash)."""
+        done = []
+        while (run := self.run()) is not None:
+            done.append(run)
+            if on_run is not None:
+                on_run(run)
+        return done
+
+
+def _published_row(
+    row: dict[str, Any], run_id: str, outcome: str, warnings: str | None
+) -> dict[str, Any]:
+    out = {c: row[c] for c in METRIC_COLUMNS}
+    out.update(
+        validation_run_id=run_id,
+        quality_status=outcome,
+        quality_warnings=warnings,
+        staging_version=row["_commit_version"],
+    )
+    return out
+
+
+def _quarantine_row(
+    row: dict[str, Any], *, batch_id: str, run_id: str, failed: str, at: datetime
+) -> dict[str, Any]:
+    out = {c: row[c] for c in METRIC_COLUMNS}
+    out.update(
+        batch_id=batch_id,
+        source_table=HEALTH_METRICS_STAGING.path,
+        staging_version=row["_commit_version"],
+        validation_run_id=run_id,
+        failed_expectations=failed,
+        quarantined_at=at,
+    )
+    return out
+
+
+def _run_row(
+    verdict: GateVerdict, run_id: str, batch_id: str, first: int, last: int, at: datetime
+) -> dict[str, Any]:
+    counts = {
+        "rows": verdict.row_count,
+        "expectations": verdict.evaluated,
+        "failed_critical": len(verdict.critical),
+        "failed_warning": len(verdict.warnings),
+        "staging_versions": [first, last],
+        "parameters": verdict.parameters,
+    }
+    return {
+        "run_id": run_id,
+        "batch_id": batch_id,
+        "suite": verdict.suite,
+        "source_table": HEALTH_METRICS_STAGING.path,
+        "source_version": last,
+        "success": verdict.success,
+        "outcome": verdict.outcome,
+        "row_count": verdict.row_count,
+        "failing_expectations": json.dumps([msgspec.to_builtins(f) for f in verdict.failed]),
+        "counts": json.dumps(counts),
+        "duration_ms": verdict.duration_ms,
+        "validated_at": at,
+        "result": verdict.result_json,
+    }
+
+
+# -- operator actions ---------------------------------------------------------------
+
+
+class QuarantinedBatch(msgspec.Struct, frozen=True):
+    batch_id: str
+    rows: int
+    validation_run_id: str
+    failed: tuple[str, ...]
+    quarantined_at: datetime
+    #: pending | released | discarded
+    status: str
+    actor: str | None = None
+    reason: str | None = None
+    acted_at: datetime | None = None
+
+
+def list_quarantined(root: str, *, include_decided: bool = False) -> list[QuarantinedBatch]:
+    """Quarantined batches, oldest first, with why they failed and any decision."""
+    from quality.gate import FailedExpectation
+
+    table = read_table(
+        root,
+        QUARANTINE,
+        [
+            "batch_id",
+            "validation_run_id",
+            "failed_expectations",
+            "quarantined_at",
+            "staging_version",
+        ],
+    )
+    actions = {r["batch_id"]: r for r in read_table(root, QUARANTINE_ACTIONS).to_pylist()}
+    batches: dict[str, dict[str, Any]] = {}
+    for row in table.sort_by("staging_version").to_pylist():
+        entry = batches.setdefault(row["batch_id"], dict(row, rows=0))
+        entry["rows"] += 1
+    out = []
+    for batch_id, entry in batches.items():
+        action = actions.get(batch_id)
+        if action is not None and not include_decided:
+            continue
+        failed = msgspec.json.decode(entry["failed_expectations"], type=list[FailedExpectation])
+        out.append(
+            QuarantinedBatch(
+                batch_id=batch_id,
+                rows=entry["rows"],
+                validation_run_id=entry["validation_run_id"],
+                failed=tuple(f.describe() for f in failed),
+                quarantined_at=entry["quarantined_at"],
+                status="pending" if action is None else action["action"],
+                actor=action and action["actor"],
+                reason=action and action["reason"],
+                acted_at=action and action["acted_at"],
+            )
+        )
+    return out
+
+
+def _pending_batch(root: str, batch_id: str) -> list[dict[str, Any]]:
+    for batch in list_quarantined(root, include_decided=True):
+        if batch.batch_id == batch_id and batch.status != "pending":
+            raise QuarantineError(
+                f"batch {batch_id} was already {batch.status} by {batch.actor} "
+                f"at {batch.acted_at:%Y-%m-%d %H:%M:%S} UTC ({batch.reason})"
+            )
+    table = read_table(root, QUARANTINE)
+    rows: list[dict[str, Any]] = table.filter(pc.equal(table["batch_id"], batch_id)).to_pylist()
+    if not rows:
+        raise QuarantineError(
+            f"no quarantined batch {batch_id!r}; `orderhealth quality list` shows them"
+        )
+    return rows
+
+
+def _audit(
+    root: str,
+    batch_id: str,
+    action: str,
+    actor: str,
+    reason: str,
+    published: int,
+    pipeline_id: str,
+) -> None:
+    if not reason.strip():
+        raise QuarantineError("a reason is required: it goes into the audit record")
+    DeltaWriter(root, QUARANTINE_ACTIONS, pipeline_id=pipeline_id).append_once(
+        [
+            {
+                "batch_id": batch_id,
+                "action": action,
+                "actor": actor,
+                "reason": reason,
+                "acted_at": datetime.now(UTC),
+                "rows_published": published,
+            }
+        ],
+        stream=f"action:{batch_id}",
+        version=0,
+    )
+
+
+def release(
+    root: str, batch_id: str, *, actor: str, reason: str, pipeline_id: str = "orderhealth"
+) -> int:
+    """Publish a quarantined batch anyway; returns rows published.
+
+    Rows are marked ``quality_status = released`` and keep the failing run's
+    id; a row already published from a newer staging commit is not replaced.
+    """
+    if not reason.strip():
+        raise QuarantineError("a reason is required: it goes into the audit record")
+    rows = _pending_batch(root, batch_id)
+    keys = HEALTH_METRICS.merge_keys or ()
+    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: r["staging_version"]):
+        latest[tuple(row[k] for k in keys)] = row  # a duplicated key: the last one wins
+    published = [
+        dict(
+            {c: row[c] for c in METRIC_COLUMNS},
+            validation_run_id=row["validation_run_id"],
+            quality_status="released",
+            quality_warnings="released from quarantine",
+            staging_version=row["staging_version"],
+        )
+        for key, row in latest.items()
+        if all(k is not None for k in key)  # a null key cannot be published
+    ]
+    DeltaWriter(root, HEALTH_METRICS, pipeline_id=pipeline_id).merge_once(
+        published, stream=f"release:{batch_id}", version=0, newer_column="staging_version"
+    )
+    _audit(root, batch_id, "released", actor, reason, len(published), pipeline_id)
+    return len(published)
+
+
+def discard(
+    root: str, batch_id: str, *, actor: str, reason: str, pipeline_id: str = "orderhealth"
+) -> None:
+    """Decide never to publish a quarantined batch (an audit record, nothing else)."""
+    _pending_batch(root, batch_id)
+    _audit(root, batch_id, "discarded", actor, reason, 0, pipeline_id)

@@ -1,0 +1,213 @@
+"""Run a batch-level Great Expectations suite and turn the result into a verdict.
+
+This module knows GX and pandas, not Delta: given a batch as a DataFrame and
+the row counts of recent batches, it says ``passed``, ``warning`` or
+``quarantined`` and why.  :mod:`lakehouse.publication` does the I/O.
+
+GX costs about 3 s to import and a few more to build a context, so a
+:class:`QualityGate` is built once per process (see :func:`load_gate`) and
+reused for every batch; a validation then takes tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import statistics
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from dataflows.settings import SettingsError, parse_duration_us
+from quality.suites import suite_path
+
+__all__ = [
+    "DEFAULT_GATE_SETTINGS",
+    "FailedExpectation",
+    "GateSettings",
+    "GateVerdict",
+    "QualityGate",
+    "load_gate",
+]
+
+DEFAULT_GATE_SETTINGS = Path(__file__).with_name("gate.toml")
+
+PASSED = "passed"
+WARNING = "warning"
+QUARANTINED = "quarantined"
+
+
+class GateSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One suite's history- and deployment-dependent parameters (gate.toml)."""
+
+    volume_history: int = 20
+    volume_min_history: int = 5
+    volume_min_ratio: float = 0.0
+    volume_max_ratio: float = 25.0
+    max_watermark_lag: str = "2h"
+
+    @classmethod
+    def load(cls, suite: str, path: Path | None = None) -> GateSettings:
+        path = path or DEFAULT_GATE_SETTINGS
+        try:
+            raw = msgspec.toml.decode(path.read_bytes(), type=dict[str, GateSettings])
+        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as err:
+            raise SettingsError(f"gate settings {path}: {err}") from err
+        settings = raw.get(suite, cls())
+        parse_duration_us(settings.max_watermark_lag, what=f"{path}: max_watermark_lag")
+        return settings
+
+
+class FailedExpectation(msgspec.Struct, frozen=True):
+    """One expectation a batch did not meet."""
+
+    expectation: str
+    severity: str
+    column: str | None = None
+    #: A short rendering of what was found (observed value, unexpected count/sample).
+    observed: str | None = None
+    error: str | None = None
+
+    def describe(self) -> str:
+        where = f"({self.column})" if self.column else ""
+        what = self.error or self.observed or "failed"
+        return f"[{self.severity}] {self.expectation}{where}: {what}"
+
+
+class GateVerdict(msgspec.Struct, frozen=True):
+    """What the gate decided about one batch."""
+
+    suite: str
+    outcome: str  # passed | warning | quarantined
+    row_count: int
+    evaluated: int
+    failed: tuple[FailedExpectation, ...]
+    duration_ms: float
+    parameters: dict[str, Any]
+    #: The full GX validation result as JSON (rendered by Data Docs).
+    result_json: str
+
+    @property
+    def success(self) -> bool:
+        return self.outcome != QUARANTINED
+
+    @property
+    def warnings(self) -> tuple[FailedExpectation, ...]:
+        return tuple(f for f in self.failed if f.severity != "critical")
+
+    @property
+    def critical(self) -> tuple[FailedExpectation, ...]:
+        return tuple(f for f in self.failed if f.severity == "critical")
+
+
+def _failed(result: Any) -> FailedExpectation:
+    config = result.expectation_config
+    kwargs = config.kwargs
+    column = kwargs.get("column") or (
+        ",".join(kwargs["column_list"])
+        if "column_list" in kwargs
+        else (f"{kwargs['column_A']},{kwargs['column_B']}" if "column_A" in kwargs else None)
+    )
+    info = result.exception_info or {}
+    error = None
+    if info.get("raised_exception"):
+        error = str(info.get("exception_message") or "expectation raised an error")
+    details = result.result or {}
+    observed = None
+    if "observed_value" in details:
+        observed = f"observed {details['observed_value']!r}"
+    elif details.get("unexpected_count") is not None:
+        sample = details.get("partial_unexpected_list") or []
+        observed = f"{details['unexpected_count']} unexpected, e.g. {sample[:3]!r}"
+    return FailedExpectation(
+        expectation=config.type,
+        severity=str(getattr(config.severity, "value", config.severity)),
+        column=column,
+        observed=observed,
+        error=error,
+    )
+
+
+class QualityGate:
+    """One suite, loaded from its reviewable JSON file, bound to a GX context."""
+
+    def __init__(self, suite: str, settings: GateSettings | None = None) -> None:
+        # Imported here: GX is heavy, and most commands never gate anything.
+        os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+        import great_expectations as gx
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        self.suite_name = suite
+        self.settings = settings or GateSettings.load(suite)
+        self._lag_limit = parse_duration_us(self.settings.max_watermark_lag, what="lag") / 1e6
+        self.suite_definition = json.loads(suite_path(suite).read_text())
+        context = gx.get_context(mode="ephemeral")
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+        asset = context.data_sources.add_pandas(f"{suite}_batches").add_dataframe_asset(suite)
+        batch = asset.add_batch_definition_whole_dataframe("batch")
+        gx_suite = context.suites.add(gx.ExpectationSuite(**self.suite_definition))
+        self._definition = context.validation_definitions.add(
+            gx.ValidationDefinition(name=suite, data=batch, suite=gx_suite)
+        )
+        self.context = context
+
+    def parameters(self, recent_row_counts: Sequence[int]) -> dict[str, Any]:
+        """Suite parameters for the next batch, from the recent batches' sizes."""
+        s = self.settings
+        recent = list(recent_row_counts)[-s.volume_history :]
+        if len(recent) >= s.volume_min_history:
+            median = statistics.median(recent)
+            low, high = median * s.volume_min_ratio, median * s.volume_max_ratio
+        else:
+            low, high = 0.0, float(2**62)
+        return {
+            "min_rows": int(low),
+            "max_rows": max(int(high), 1),
+            "max_watermark_lag_seconds": self._lag_limit,
+        }
+
+    def validate(self, frame: Any, recent_row_counts: Sequence[int]) -> GateVerdict:
+        """Validate one batch (a pandas DataFrame).  Deterministic for the same rows and history."""
+        started = time.perf_counter()
+        parameters = self.parameters(recent_row_counts)
+        with warnings.catch_warnings():
+            # GX reads tz-aware columns through an API pandas 3.1 deprecates.
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            result = self._definition.run(
+                batch_parameters={"dataframe": frame}, expectation_parameters=parameters
+            )
+        failed = tuple(_failed(r) for r in result.results if not r.success)
+        if any(f.severity == "critical" for f in failed):
+            outcome = QUARANTINED
+        elif failed:
+            outcome = WARNING
+        else:
+            outcome = PASSED
+        return GateVerdict(
+            suite=self.suite_name,
+            outcome=outcome,
+            row_count=len(frame),
+            evaluated=len(result.results),
+            failed=failed,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            parameters=parameters,
+            result_json=json.dumps(result.to_json_dict(), default=str),  # type: ignore[no-untyped-call]
+        )
+
+
+@functools.cache
+def load_gate(suite: str, settings_path: str | None = None) -> QualityGate:
+    """The process's gate for a suite (built once: GX set-up is slow)."""
+    log = logging.getLogger(__name__)
+    started = time.perf_counter()
+    settings = GateSettings.load(suite, Path(settings_path) if settings_path else None)
+    gate = QualityGate(suite, settings)
+    log.info("quality gate %s ready in %.1f s", suite, time.perf_counter() - started)
+    return gate

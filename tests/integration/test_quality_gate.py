@@ -1,0 +1,225 @@
+"""The batch quality gate on real Delta tables with real Great Expectations.
+
+Batches are staged the way the flow stages them (DeltaWriter upserts into
+``gold/health_metrics_staging``); corrupt batches are committed straight to
+staging, as a buggy writer would.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+
+from lakehouse.publication import Publisher, QuarantineError, discard, list_quarantined, release
+from lakehouse.reader import read_table
+from lakehouse.tables import (
+    HEALTH_METRICS,
+    HEALTH_METRICS_STAGING,
+    QUARANTINE_ACTIONS,
+    VALIDATION_RUNS,
+    table_uri,
+)
+from lakehouse.writer import Chunk, DeltaWriter
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 2, tzinfo=UTC)
+
+
+def metric_row(hour: int, value: str = "all", **overrides: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {f.name: None for f in HEALTH_METRICS_STAGING.schema}
+    row.update(
+        window_size="1h",
+        window_start=T0 + timedelta(hours=hour),
+        window_end=T0 + timedelta(hours=hour + 1),
+        dimension="all" if value == "all" else "region",
+        dimension_value=value,
+        is_final=False,
+        orders_resolved=10,
+        orders_on_time=9,
+        orders_active=20,
+        orders_anomalous=2,
+        on_time_rate=0.9,
+        anomaly_rate=0.1,
+        health_index=81.5,
+        watermark_lag_seconds=30.0,
+    )
+    row.update(overrides)
+    return row
+
+
+def stage(root: Path, rows: list[dict[str, Any]], offset: int) -> None:
+    DeltaWriter(str(root), HEALTH_METRICS_STAGING).upsert([Chunk({"orders/0": offset}, rows)])
+
+
+def stage_raw(root: Path, rows: list[dict[str, Any]]) -> None:
+    """Commit rows as they are (duplicates included), like a buggy writer."""
+    write_deltalake(
+        table_uri(str(root), HEALTH_METRICS_STAGING),
+        pa.Table.from_pylist(rows, schema=HEALTH_METRICS_STAGING.schema),
+        mode="append",
+    )
+
+
+def published(root: Path) -> dict[tuple[Any, ...], dict[str, Any]]:
+    rows = read_table(str(root), HEALTH_METRICS).to_pylist()
+    return {(r["window_start"], r["dimension_value"]): r for r in rows}
+
+
+def runs(root: Path) -> list[dict[str, Any]]:
+    return read_table(str(root), VALIDATION_RUNS).sort_by("source_version").to_pylist()
+
+
+@pytest.fixture
+def lakehouse(tmp_path: Path) -> Path:
+    stage(tmp_path, [metric_row(0), metric_row(0, "EU"), metric_row(1)], offset=10)
+    Publisher(str(tmp_path)).run_all()
+    return tmp_path
+
+
+def test_good_batch_is_published_with_its_run_id(lakehouse: Path) -> None:
+    rows = published(lakehouse)
+    assert len(rows) == 3
+    (run,) = runs(lakehouse)
+    assert run["outcome"] == "passed" and run["success"] and run["row_count"] == 3
+    assert {r["validation_run_id"] for r in rows.values()} == {run["run_id"]}
+    assert {r["quality_status"] for r in rows.values()} == {"passed"}
+    assert json.loads(run["counts"])["expectations"] > 10
+    assert json.loads(run["result"])["success"] is True
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "expectation"),
+    [
+        (lambda: [metric_row(0, on_time_rate=1.3)], "expect_column_values_to_be_between"),
+        (lambda: [metric_row(0, health_index=101.0)], "expect_column_values_to_be_between"),
+        (lambda: [metric_row(2), metric_row(2)], "expect_compound_columns_to_be_unique"),
+        (lambda: [metric_row(2, dimension_value=None)], "expect_column_values_to_not_be_null"),
+        (
+            lambda: [metric_row(0, orders_on_time=11)],
+            "expect_column_pair_values_a_to_be_greater_than_b",
+        ),
+    ],
+    ids=["rate-1.3", "index-101", "duplicate-key", "null-key", "subset-count"],
+)
+def test_critical_failure_quarantines_and_published_is_unchanged(
+    lakehouse: Path, corrupt: Any, expectation: str
+) -> None:
+    before = published(lakehouse)
+    version = DeltaTable(table_uri(str(lakehouse), HEALTH_METRICS)).version()
+    stage_raw(lakehouse, corrupt())
+    (run,) = Publisher(str(lakehouse)).run_all()
+    assert run.outcome == "quarantined"
+    assert published(lakehouse) == before
+    assert DeltaTable(table_uri(str(lakehouse), HEALTH_METRICS)).version() == version
+    record = runs(lakehouse)[-1]
+    assert record["outcome"] == "quarantined" and not record["success"]
+    failing = json.loads(record["failing_expectations"])
+    assert [f["severity"] for f in failing] == ["critical"]
+    assert failing[0]["expectation"] == expectation
+    (batch,) = list_quarantined(str(lakehouse))
+    assert batch.batch_id == run.batch_id and batch.status == "pending"
+    assert expectation in batch.failed[0]
+
+
+def test_release_publishes_with_an_audit_row(lakehouse: Path) -> None:
+    stage_raw(lakehouse, [metric_row(0, on_time_rate=1.3), metric_row(5)])
+    (run,) = Publisher(str(lakehouse)).run_all()
+    count = release(str(lakehouse), run.batch_id, actor="ops@example.com", reason="known issue")
+    assert count == 2
+    rows = published(lakehouse)
+    assert rows[(T0, "all")]["on_time_rate"] == 1.3
+    assert rows[(T0, "all")]["quality_status"] == "released"
+    assert rows[(T0, "all")]["validation_run_id"] == run.run_id
+    (audit,) = read_table(str(lakehouse), QUARANTINE_ACTIONS).to_pylist()
+    assert audit["action"] == "released" and audit["actor"] == "ops@example.com"
+    assert audit["reason"] == "known issue" and audit["rows_published"] == 2
+    assert list_quarantined(str(lakehouse)) == []
+    with pytest.raises(QuarantineError, match="already released"):
+        release(str(lakehouse), run.batch_id, actor="x", reason="again")
+
+
+def test_release_never_overwrites_a_newer_published_row(lakehouse: Path) -> None:
+    stage_raw(lakehouse, [metric_row(11, on_time_rate=1.3)])
+    (bad,) = Publisher(str(lakehouse)).run_all()
+    stage(lakehouse, [metric_row(11, on_time_rate=0.5)], offset=20)
+    (good,) = Publisher(str(lakehouse)).run_all()
+    assert good.outcome == "passed"
+    release(str(lakehouse), bad.batch_id, actor="ops", reason="late release")
+    assert published(lakehouse)[(T0 + timedelta(hours=11), "all")]["on_time_rate"] == 0.5
+
+
+def test_discard_leaves_an_audit_row_and_publishes_nothing(lakehouse: Path) -> None:
+    stage_raw(lakehouse, [metric_row(3, on_time_rate=-0.1)])
+    (run,) = Publisher(str(lakehouse)).run_all()
+    before = published(lakehouse)
+    discard(str(lakehouse), run.batch_id, actor="ops", reason="bad upstream deploy")
+    assert published(lakehouse) == before
+    (audit,) = read_table(str(lakehouse), QUARANTINE_ACTIONS).to_pylist()
+    assert audit["action"] == "discarded" and audit["rows_published"] == 0
+    with pytest.raises(QuarantineError, match="no quarantined batch"):
+        discard(str(lakehouse), "health_metrics@999-999", actor="ops", reason="typo")
+
+
+def test_warning_only_failure_publishes_with_a_flag(lakehouse: Path) -> None:
+    stage(lakehouse, [metric_row(4, watermark_lag_seconds=5 * 3600.0)], offset=30)
+    (run,) = Publisher(str(lakehouse)).run_all()
+    assert run.outcome == "warning"
+    row = published(lakehouse)[(T0 + timedelta(hours=4), "all")]
+    assert row["quality_status"] == "warning"
+    assert row["quality_warnings"] == "expect_column_values_to_be_between"
+    record = runs(lakehouse)[-1]
+    assert record["success"] and record["outcome"] == "warning"
+    assert json.loads(record["failing_expectations"])[0]["severity"] == "warning"
+
+
+def test_row_volume_is_judged_against_recent_batches(tmp_path: Path) -> None:
+    publisher = Publisher(str(tmp_path))
+    for i in range(6):
+        stage(tmp_path, [metric_row(i), metric_row(i, "EU")], offset=i)
+        assert publisher.run_all()[0].outcome == "passed"
+    burst = [metric_row(10, f"R{i}") for i in range(60)]  # 30x the median of 2
+    stage(tmp_path, burst, offset=100)
+    (run,) = publisher.run_all()
+    assert run.outcome == "warning"
+    assert "expect_table_row_count_to_be_between" in run.failed[0]
+
+
+def test_a_run_covers_all_commits_since_the_last_and_is_recorded_once(lakehouse: Path) -> None:
+    stage(lakehouse, [metric_row(6)], offset=40)
+    stage(lakehouse, [metric_row(6, on_time_rate=0.8), metric_row(7)], offset=50)
+    publisher = Publisher(str(lakehouse))
+    (run,) = publisher.run_all()
+    assert run.row_count == 2  # hour 6 once, from its newest commit
+    assert published(lakehouse)[(T0 + timedelta(hours=6), "all")]["on_time_rate"] == 0.8
+    assert publisher.run_all() == []
+    assert len(runs(lakehouse)) == 2
+
+
+def test_a_crash_between_publication_and_run_record_is_completed_once(lakehouse: Path) -> None:
+    stage(lakehouse, [metric_row(8)], offset=60)
+    publisher = Publisher(str(lakehouse))
+    first, last = publisher.pending() or (0, 0)
+    rows = publisher.changed_rows(first, last)
+    # Simulate the crash: the publication committed, the run record did not.
+    from lakehouse.publication import _published_row
+
+    publisher.published.merge_once(
+        [_published_row(r, f"run:health_metrics@{first}-{last}", "passed", None) for r in rows],
+        stream=publisher.stream,
+        version=last,
+        newer_column="staging_version",
+    )
+    stage(lakehouse, [metric_row(9)], offset=70)  # more staged before the restart
+    restarted = Publisher(str(lakehouse))
+    done = restarted.run_all()
+    ranges = [(r.first_version, r.last_version) for r in done]
+    assert ranges == [(first, last), (last + 1, last + 1)]
+    assert len(runs(lakehouse)) == 3
+    assert len(published(lakehouse)) == 5

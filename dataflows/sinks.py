@@ -13,29 +13,38 @@ the rerun a no-op.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from lakehouse.tables import TableSpec
+from lakehouse.tables import VALIDATION_RUNS, TableSpec
 from lakehouse.writer import Chunk, DeltaWriter
+from quality.record_rules import Tally, tally_rows
 
-__all__ = ["SINK_KEY", "DeltaSink"]
+__all__ = ["SINK_KEY", "AfterFlush", "DeltaSink", "RecordRuleSink"]
 
 #: Every item of a Delta sink is routed to one sink partition: one writer per
 #: table avoids concurrent-commit conflicts between workers.
 SINK_KEY = "delta"
 
 Mode = Literal["append", "upsert"]
+#: Called after every flush, with ``closing=True`` at the end of the flow.
+AfterFlush = Callable[[bool], None]
 
 
 class _DeltaSinkPartition(StatefulSinkPartition[Any, None]):
     def __init__(
-        self, writer: DeltaWriter, mode: Mode, on_commit: Callable[[str, int], None] | None
+        self,
+        writer: DeltaWriter,
+        mode: Mode,
+        on_commit: Callable[[str, int], None] | None,
+        after_flush: AfterFlush | None = None,
     ) -> None:
         self._writer = writer
         self._mode = mode
         self._on_commit = on_commit
+        self._after_flush = after_flush
         self._rows: list[dict[str, Any]] = []
         self._chunks: list[Chunk] = []
         writer.table()  # create the table up front, so readers find it early
@@ -47,7 +56,12 @@ class _DeltaSinkPartition(StatefulSinkPartition[Any, None]):
         else:
             self._chunks.extend(values)
 
-    def _flush(self) -> None:
+    def _flush(self, closing: bool = False) -> None:
+        self._write()
+        if self._after_flush is not None:
+            self._after_flush(closing)
+
+    def _write(self) -> None:
         if self._mode == "append":
             rows, self._rows = self._rows, []
             written = self._writer.append(rows)
@@ -62,7 +76,7 @@ class _DeltaSinkPartition(StatefulSinkPartition[Any, None]):
         return None
 
     def close(self) -> None:
-        self._flush()
+        self._flush(closing=True)
 
 
 class DeltaSink(FixedPartitionedSink[Any, None]):
@@ -77,13 +91,16 @@ class DeltaSink(FixedPartitionedSink[Any, None]):
         pipeline_id: str,
         storage_options: dict[str, str] | None = None,
         on_commit: Callable[[str, int], None] | None = None,
+        after_flush: Callable[[], AfterFlush] | None = None,
     ) -> None:
+        """``after_flush`` is a factory, called in the worker that owns the table."""
         self._root = root
         self._spec = spec
         self._mode = mode
         self._pipeline_id = pipeline_id
         self._storage_options = storage_options
         self._on_commit = on_commit
+        self._after_flush = after_flush
 
     def list_parts(self) -> list[str]:
         return [SINK_KEY]
@@ -95,4 +112,63 @@ class DeltaSink(FixedPartitionedSink[Any, None]):
             pipeline_id=self._pipeline_id,
             storage_options=self._storage_options,
         )
-        return _DeltaSinkPartition(writer, self._mode, self._on_commit)
+        hook = self._after_flush() if self._after_flush is not None else None
+        return _DeltaSinkPartition(writer, self._mode, self._on_commit, hook)
+
+
+class _RuleTallyPartition(StatefulSinkPartition[list[Tally], None]):
+    def __init__(self, writer: DeltaWriter) -> None:
+        self._writer = writer
+        self._tallies: list[Tally] = []
+        writer.table()
+
+    def write_batch(self, values: list[list[Tally]]) -> None:
+        for value in values:
+            self._tallies.extend(value)
+
+    def _flush(self) -> None:
+        tallies, self._tallies = self._tallies, []
+        if not tallies:
+            return
+        committed = self._writer.committed({t[0] for t in tallies})
+        now = datetime.now(UTC)
+        rows = [
+            dict(row, duration_ms=0.0, validated_at=now, result=None)
+            for row in tally_rows(tallies, committed)
+        ]
+        self._writer.append(rows)
+
+    def snapshot(self) -> None:
+        self._flush()
+        return None
+
+    def close(self) -> None:
+        self._flush()
+
+
+class RecordRuleSink(FixedPartitionedSink[list[Tally], None]):
+    """Per-rule counts of the record-level rules, one validation run per partition per epoch.
+
+    Exactly-once like the tables: rows carry the partition's last offset and
+    replayed messages are filtered one by one (:func:`quality.record_rules.tally_rows`).
+    """
+
+    def __init__(
+        self, root: str, *, pipeline_id: str, storage_options: dict[str, str] | None = None
+    ) -> None:
+        self._root = root
+        self._pipeline_id = pipeline_id
+        self._storage_options = storage_options
+
+    def list_parts(self) -> list[str]:
+        return [SINK_KEY]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _RuleTallyPartition:
+        return _RuleTallyPartition(
+            DeltaWriter(
+                self._root,
+                VALIDATION_RUNS,
+                pipeline_id=self._pipeline_id,
+                storage_options=self._storage_options,
+            )
+        )

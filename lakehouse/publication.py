@@ -176,7 +176,7 @@ class Publisher:
         ).to_pandas()
         verdict = self.gate.validate(frame, self.recent_row_counts())
         batch_id = _batch_id(first, last)
-        run_id = f"run:{batch_id}"
+        run_id = f"vr-{batch_id}"
         now = datetime.now(UTC)
         if verdict.outcome == "quarantined":
             failed = json.dumps([msgspec.to_builtins(f) for f in verdict.failed])

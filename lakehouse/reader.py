@@ -17,7 +17,7 @@ from deltalake.exceptions import TableNotFoundError
 from lakehouse.tables import (
     BRONZE_EVENTS,
     DEAD_LETTER,
-    HEALTH_METRICS_STAGING,
+    HEALTH_METRICS,
     ORDER_LIFECYCLE,
     TableSpec,
     table_uri,
@@ -67,8 +67,8 @@ def pipeline_counts(root: str) -> PipelineCounts:
 
 
 def latest_health(root: str, window_size: str, dimension: str) -> list[dict[str, Any]]:
-    """Latest window row per dimension value (the current window, open or final)."""
-    table = read_table(root, HEALTH_METRICS_STAGING)
+    """Latest published window row per dimension value (open or final)."""
+    table = read_table(root, HEALTH_METRICS)
     mask = pc.and_(
         pc.equal(table["window_size"], window_size), pc.equal(table["dimension"], dimension)
     )

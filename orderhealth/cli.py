@@ -7,6 +7,7 @@ one clear line; ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sys
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -32,8 +33,9 @@ from rich.progress import (
 from dataflows.flow import FlowConfig
 from dataflows.settings import HealthSettings, SettingsError
 from lakehouse.reader import pipeline_counts
-from lakehouse.tables import TABLES, table_uri
+from lakehouse.tables import HEALTH_METRICS, TABLES, table_uri
 from orderhealth.broker import BrokerError, EmbeddedBroker
+from orderhealth.cli_common import DEFAULT_LAKEHOUSE, CliError, Lakehouse, console, resolve_root
 from orderhealth.generator import SCENARIOS, GeneratorConfig, generate_messages
 from orderhealth.kafka import (
     KafkaSetupError,
@@ -42,6 +44,7 @@ from orderhealth.kafka import (
     security_config,
     topic_partitions,
 )
+from orderhealth.quality_cli import quality_app
 
 __all__ = ["app", "main"]
 
@@ -52,17 +55,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-if not console.is_terminal:
-    # Logs and pipes: wide enough for the health tables instead of rich's 80.
-    console = Console(width=120)
+app.add_typer(quality_app)
 _state = {"debug": False}
-
-DEFAULT_LAKEHOUSE = "data/lakehouse"
-
-Lakehouse = Annotated[
-    str, typer.Option("--lakehouse", help="Lakehouse root URI (directory or s3://...).")
-]
 Bootstrap = Annotated[
     str | None,
     typer.Option(
@@ -80,10 +74,6 @@ Config = Annotated[
     Path | None,
     typer.Option("--config", envvar="ORDERHEALTH_HEALTH_CONFIG", help="Health config TOML."),
 ]
-
-
-class CliError(Exception):
-    """An expected failure, reported as one line."""
 
 
 @app.callback()
@@ -202,10 +192,11 @@ def demo(
         if broker is not None:
             broker.stop()
 
-    from orderhealth.report import print_counts, print_health
+    from orderhealth.report import print_counts, print_gate, print_health
 
     console.print()
     print_health(console, root)
+    print_gate(console, root)
     print_counts(console, pipeline_counts(root), events)
     console.print(f"\nDelta tables are under [bold]{root}[/]:")
     for spec in TABLES:
@@ -213,8 +204,9 @@ def demo(
     console.print(
         "\nNext: query them with deltalake, e.g.\n"
         '  .venv/bin/python -c "from deltalake import DeltaTable, QueryBuilder; '
-        f"print(QueryBuilder().register('m', DeltaTable('{table_uri(root, TABLES[-1])}'))"
+        f"print(QueryBuilder().register('m', DeltaTable('{table_uri(root, HEALTH_METRICS)}'))"
         ".execute('SELECT * FROM m LIMIT 5').read_all())\"\n"
+        "  see what the quality gate did: orderhealth quality runs / quality list / quality docs\n"
         "  or stream your own Kafka topic:\n"
         "  orderhealth run --bootstrap-servers HOST:9092 --topic orders"
     )
@@ -255,7 +247,7 @@ def run(
         )
     settings = HealthSettings.load(config)
     count = topic_partitions(bootstrap_servers, topic)
-    root = lakehouse if "://" in lakehouse else str(Path(lakehouse).resolve())
+    root = resolve_root(lakehouse)
     flow_config = FlowConfig(
         bootstrap_servers=bootstrap_servers,
         topic=topic,
@@ -348,7 +340,7 @@ def restate(
     """Recompute windows from bronze (late events included) and rewrite them."""
     from orderhealth.restate import restate as run_restatement
 
-    root = lakehouse if "://" in lakehouse else str(Path(lakehouse).resolve())
+    root = resolve_root(lakehouse)
     utc = [d.replace(tzinfo=UTC) if d is not None and d.tzinfo is None else d for d in (start, end)]
     with console.status("Recomputing windows from bronze/order_events..."):
         result = run_restatement(
@@ -365,6 +357,15 @@ def restate(
         f"{result.rows_written:,} written"
         + ("" if result.rows_written else " (already restated at this bronze version)")
     )
+    from lakehouse.publication import Publisher
+
+    with console.status("Gating the restated rows before publication..."):
+        runs = Publisher(root).run_all()
+    for gate_run in runs:
+        console.print(
+            f"Quality gate {gate_run.batch_id}: {gate_run.outcome} ({gate_run.row_count:,} rows)"
+            + (f" {escape('; '.join(gate_run.failed))}" if gate_run.failed else "")
+        )
 
 
 @app.command()
@@ -393,8 +394,24 @@ def broker(
         embedded.stop()
 
 
+def _expected_cause(err: BaseException) -> BaseException | None:
+    """An expected error raised inside a dataflow step (Bytewax wraps it)."""
+    from quality.record_rules import RecordRuleFailure
+
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, RecordRuleFailure | SettingsError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def main() -> None:
     """Console entry point: one clear line per error unless ``--debug``."""
+    if "--debug" not in sys.argv:
+        # Bytewax re-raises a step's exception as a Rust panic; without this a
+        # RUST_BACKTRACE=1 environment prints ~90 frames before our one line.
+        os.environ["RUST_BACKTRACE"] = "0"
     try:
         app()
     except (CliError, KafkaSetupError, BrokerError, SettingsError, ValueError) as err:
@@ -408,6 +425,9 @@ def main() -> None:
     except Exception as err:
         if _state["debug"]:
             raise
+        if (cause := _expected_cause(err)) is not None:
+            console.print(f"[bold red]error:[/] {cause}", highlight=False)
+            sys.exit(1)
         console.print(
             f"[bold red]error:[/] {type(err).__name__}: {err} (rerun with --debug for details)",
             highlight=False,

@@ -10,6 +10,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from dataflows.flow import FlowConfig, build_flow
+from lakehouse.publication import GateRun
 
 __all__ = ["ensure_recovery_dir", "run_flow"]
 
@@ -31,13 +32,14 @@ def run_flow(
     backup_interval_s: float = 0.0,
     on_consumed: Callable[[int], None] | None = None,
     on_commit: Callable[[str, int], None] | None = None,
+    on_gate: Callable[[GateRun], None] | None = None,
 ) -> None:
     """Run until the topic is drained (``tail=False``) or forever (``tail=True``).
 
     ``snapshot_interval_s`` is the epoch length: Delta commits happen once per
     epoch per table, so it bounds freshness and sets the commit rate.
     """
-    flow = build_flow(config, on_consumed=on_consumed, on_commit=on_commit)
+    flow = build_flow(config, on_consumed=on_consumed, on_commit=on_commit, on_gate=on_gate)
     recovery = None
     if recovery_dir is not None:
         ensure_recovery_dir(recovery_dir, max(1, workers))

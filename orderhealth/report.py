@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from statistics import median
 from typing import Any
 
 import pyarrow.compute as pc
@@ -10,13 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from lakehouse.reader import PipelineCounts, read_table
-from lakehouse.tables import HEALTH_METRICS_STAGING
+from lakehouse.tables import BRONZE_EVENTS, DEAD_LETTER, HEALTH_METRICS, VALIDATION_RUNS
 
-__all__ = ["print_counts", "print_health"]
+__all__ = ["print_counts", "print_gate", "print_health"]
 
 
 def _daily(root: str, dimension: str, days: int) -> tuple[list[Any], dict[str, dict[Any, Any]]]:
-    table = read_table(root, HEALTH_METRICS_STAGING)
+    table = read_table(root, HEALTH_METRICS)  # published (gated) rows only
     mask = pc.and_(pc.equal(table["window_size"], "1d"), pc.equal(table["dimension"], dimension))
     rows = table.filter(mask).to_pylist()
     starts = sorted({r["window_start"] for r in rows})[-days:]
@@ -56,7 +57,7 @@ def print_health(console: Console, root: str, *, days: int = 5) -> None:
     if not starts:
         console.print("[yellow]No health metrics were published.[/]")
         return
-    table = Table(title="Health index (0-100) by day", title_justify="left")
+    table = Table(title="Health index (0-100) by day, as published", title_justify="left")
     table.add_column("warehouse")
     for start in starts:
         final = all(grid[v].get(start, {}).get("is_final", True) for v in grid)
@@ -123,4 +124,33 @@ def print_counts(console: Console, counts: PipelineCounts, produced: int | None)
             "produced = valid + dead-lettered",
             "[green]yes[/]" if balanced else "[bold red]NO[/]",
         )
+    console.print(table)
+
+
+def print_gate(console: Console, root: str) -> None:
+    """How the batch gate and the record rules judged this lakehouse's data."""
+    runs = read_table(root, VALIDATION_RUNS, ["suite", "outcome", "row_count", "duration_ms"])
+    gate = [r for r in runs.to_pylist() if r["suite"] == "health_metrics"]
+    table = Table(title="Quality gate", title_justify="left", show_header=False)
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    outcomes = Counter(r["outcome"] for r in gate)
+    table.add_row("metric batches gated", f"{len(gate):,}")
+    table.add_row("  passed and published", f"[green]{outcomes['passed']:,}[/]")
+    table.add_row("  published with a warning flag", f"[yellow]{outcomes['warning']:,}[/]")
+    table.add_row("  quarantined (gold/quarantine)", f"[red]{outcomes['quarantined']:,}[/]")
+    if gate:
+        times = sorted(r["duration_ms"] for r in gate)
+        table.add_row(
+            "gate time per batch, median / max", f"{median(times):.0f} / {times[-1]:.0f} ms"
+        )
+    bronze = read_table(root, BRONZE_EVENTS, ["quality_warnings"])["quality_warnings"]
+    warned: Counter[str] = Counter()
+    for names in bronze.drop_null().to_pylist():
+        warned.update(names.split(","))
+    dead = read_table(root, DEAD_LETTER, ["rule"])["rule"].drop_null().to_pylist()
+    for rule, n in sorted(Counter(dead).items()):
+        table.add_row(f"record rule {rule}: dropped to dead letter", f"{n:,}")
+    for rule, n in sorted(warned.items()):
+        table.add_row(f"record rule {rule}: kept with a warning", f"{n:,}")
     console.print(table)

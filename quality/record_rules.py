@@ -26,6 +26,8 @@ __all__ = [
     "RecordRuleFailure",
     "RuleBook",
     "RuleVerdict",
+    "Tally",
+    "tally_rows",
 ]
 
 DEFAULT_RULES_PATH = Path(__file__).with_name("record_rules.toml")
@@ -108,8 +110,9 @@ class RuleVerdict(msgspec.Struct, frozen=True):
 class RuleBook:
     """The configured rules, evaluated in file order."""
 
-    def __init__(self, rules: list[RecordRule]) -> None:
+    def __init__(self, rules: list[RecordRule], source: Path | None = None) -> None:
         self.rules = rules
+        self.source = source or DEFAULT_RULES_PATH
 
     @classmethod
     def load(cls, path: Path | None = None) -> RuleBook:
@@ -130,7 +133,7 @@ class RuleBook:
                     f"record rules {path}: rule {name!r} needs action = warn | drop | fail"
                 ) from err
             rules.append(RecordRule(name, action, params))
-        return cls(rules)
+        return cls(rules, path)
 
     def check(self, event: OrderEvent, received_us: int | None) -> RuleVerdict:
         """Apply every rule; raises :class:`RecordRuleFailure` for a ``fail`` rule."""
@@ -142,9 +145,78 @@ class RuleBook:
             if rule.action is Action.FAIL:
                 raise RecordRuleFailure(
                     f"record rule {rule.name!r} failed for event {event.event_id!r} "
-                    f"of order {event.order_id!r}: {message}"
+                    f"of order {event.order_id!r}: {message}. The flow stopped before "
+                    f"committing this epoch (action 'fail' in {self.source})"
                 )
             if rule.action is Action.DROP:
                 return RuleVerdict(rule.name, message, tuple(warnings))
             warnings.append(rule.name)
         return RuleVerdict(warnings=tuple(warnings))
+
+
+# -- per-rule counts for quality/validation_runs ------------------------------------
+
+#: One message's verdict: (topic/partition, offset, kind, names).  kind is
+#: "ok", "warn" (names = comma-separated rules), "drop" (the rule) or
+#: "reject" (the decoder's reason).
+Tally = tuple[str, int, str, str | None]
+
+
+def tally_rows(tallies: list[Tally], committed: dict[str, int]) -> list[dict[str, Any]]:
+    """One ``quality/validation_runs`` row per Kafka partition, for fresh messages.
+
+    Messages at or below the partition's committed offset were counted by an
+    earlier incarnation (a replay after a crash) and are skipped one by one,
+    so the counts are exactly-once however the replay cuts its batches.
+    """
+    by_stream: dict[str, list[Tally]] = {}
+    for tally in tallies:
+        if tally[1] > committed.get(tally[0], -1):
+            by_stream.setdefault(tally[0], []).append(tally)
+    rows = []
+    for stream, items in sorted(by_stream.items()):
+        topic, _, partition = stream.rpartition("/")
+        first, last = min(t[1] for t in items), max(t[1] for t in items)
+        warned: dict[str, int] = {}
+        dropped: dict[str, int] = {}
+        rejected: dict[str, int] = {}
+        for _, _, kind, names in items:
+            if kind == "warn" and names:
+                for name in names.split(","):
+                    warned[name] = warned.get(name, 0) + 1
+            elif kind == "drop" and names:
+                dropped[names] = dropped.get(names, 0) + 1
+            elif kind == "reject" and names:
+                rejected[names] = rejected.get(names, 0) + 1
+        failing = [
+            {"rule": name, "action": action, "count": count}
+            for action, counts in (("warn", warned), ("drop", dropped))
+            for name, count in sorted(counts.items())
+        ]
+        batch_id = f"{stream}@{first}-{last}"
+        rows.append(
+            {
+                "run_id": f"vr-record_rules@{batch_id}",
+                "batch_id": batch_id,
+                "suite": "record_rules",
+                "source_table": "kafka",
+                "source_version": None,
+                "topic": topic,
+                "partition": int(partition),
+                "offset": last,
+                "success": not failing,
+                "outcome": "violations" if failing else "passed",
+                "row_count": len(items),
+                "failing_expectations": msgspec.json.encode(failing).decode(),
+                "counts": msgspec.json.encode(
+                    {
+                        "messages": len(items),
+                        "passed": sum(1 for t in items if t[2] == "ok"),
+                        "warned": warned,
+                        "dropped": dropped,
+                        "rejected_by_contract": rejected,
+                    }
+                ).decode(),
+            }
+        )
+    return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -9,9 +10,17 @@ import pyarrow.compute as pc
 import pytest
 
 from lakehouse.reader import read_table
-from lakehouse.tables import BRONZE_EVENTS, DEAD_LETTER, HEALTH_METRICS_STAGING, ORDER_LIFECYCLE
+from lakehouse.tables import (
+    BRONZE_EVENTS,
+    DEAD_LETTER,
+    HEALTH_METRICS,
+    HEALTH_METRICS_STAGING,
+    ORDER_LIFECYCLE,
+    QUARANTINE,
+    VALIDATION_RUNS,
+)
 from orderhealth.generator import GeneratorConfig
-from tests.integration.conftest import Kafka, all_tables, load_topic, run_to_end
+from tests.integration.conftest import Kafka, all_tables, load_topic, run_to_end, sorted_table
 
 pytestmark = pytest.mark.integration
 EVENTS = 40_000
@@ -133,6 +142,50 @@ def test_every_metric_row_is_well_formed(outage_run: tuple[str, Path]) -> None:
         for rate in ("on_time_rate", "anomaly_rate"):
             assert r[rate] is None or 0.0 <= r[rate] <= 1.0
     assert any(r["is_final"] for r in rows) and any(not r["is_final"] for r in rows)
+
+
+def test_every_batch_passed_the_gate_and_published_equals_staging(
+    outage_run: tuple[str, Path],
+) -> None:
+    _, root = outage_run
+    staging = sorted_table(root, HEALTH_METRICS_STAGING)
+    published = sorted_table(root, HEALTH_METRICS)
+    assert published.select(staging.column_names).equals(staging)
+    assert read_table(str(root), QUARANTINE).num_rows == 0
+    runs = read_table(str(root), VALIDATION_RUNS).to_pylist()
+    runs = [r for r in runs if r["suite"] == "health_metrics"]
+    assert runs and all(r["success"] for r in runs)
+    assert {r["outcome"] for r in runs} <= {"passed", "warning"}
+    # Every published row names the gate run that let it through.
+    assert set(published["validation_run_id"].to_pylist()) <= {r["run_id"] for r in runs}
+    assert sum(r["row_count"] for r in runs) >= published.num_rows
+
+
+def test_record_rule_counts_reconcile_with_the_tables(outage_run: tuple[str, Path]) -> None:
+    """produced = valid (bronze) + dropped by rules + rejected by the contract."""
+    _, root = outage_run
+    runs = [
+        r
+        for r in read_table(str(root), VALIDATION_RUNS).to_pylist()
+        if r["suite"] == "record_rules"
+    ]
+    counts = [json.loads(r["counts"]) for r in runs]
+    dropped: Counter[str] = Counter()
+    rejected: Counter[str] = Counter()
+    for c in counts:
+        dropped.update(c["dropped"])
+        rejected.update(c["rejected_by_contract"])
+    messages = sum(c["messages"] for c in counts)
+    bronze = read_table(str(root), BRONZE_EVENTS, ["quality_warnings"])
+    dead = read_table(str(root), DEAD_LETTER, ["reason", "rule"]).to_pylist()
+    assert messages == EVENTS
+    assert messages == bronze.num_rows + sum(dropped.values()) + sum(rejected.values())
+    assert dropped == Counter(r["rule"] for r in dead if r["rule"])
+    assert rejected == Counter(r["reason"] for r in dead if not r["rule"])
+    assert sum(c["passed"] for c in counts) == bronze["quality_warnings"].null_count
+    # One row per partition per epoch; no message counted twice.
+    spans = sorted((r["partition"], r["offset"], r["row_count"]) for r in runs)
+    assert {p for p, _, _ in spans} == {0, 1, 2, 3}
 
 
 def test_lifecycle_rows_carry_the_three_twin_layers(outage_run: tuple[str, Path]) -> None:

@@ -211,7 +211,7 @@ def test_a_crash_between_publication_and_run_record_is_completed_once(lakehouse:
     from lakehouse.publication import _published_row
 
     publisher.published.merge_once(
-        [_published_row(r, f"run:health_metrics@{first}-{last}", "passed", None) for r in rows],
+        [_published_row(r, f"vr-health_metrics@{first}-{last}", "passed", None) for r in rows],
         stream=publisher.stream,
         version=last,
         newer_column="staging_version",

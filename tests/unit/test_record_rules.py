@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -77,3 +78,30 @@ def test_invalid_rule_files_are_clear_errors(tmp_path: Path, text: str, message:
 
 def test_rules_file_is_the_packaged_default() -> None:
     assert DEFAULT_RULES_PATH.name == "record_rules.toml" and DEFAULT_RULES_PATH.exists()
+
+
+def test_tallies_count_each_message_once_across_a_replay() -> None:
+    from quality.record_rules import tally_rows
+
+    tallies = [
+        ("orders/0", 0, "ok", None),
+        ("orders/0", 1, "warn", "order_value_plausible,reroute_has_reason"),
+        ("orders/0", 2, "drop", "promise_after_creation"),
+        ("orders/0", 3, "reject", "malformed_json"),
+        ("orders/1", 0, "ok", None),
+    ]
+    rows = {r["partition"]: r for r in tally_rows(tallies, {})}
+    first = json.loads(rows[0]["counts"])
+    assert first == {
+        "messages": 4,
+        "passed": 1,
+        "warned": {"order_value_plausible": 1, "reroute_has_reason": 1},
+        "dropped": {"promise_after_creation": 1},
+        "rejected_by_contract": {"malformed_json": 1},
+    }
+    assert rows[0]["offset"] == 3 and not rows[0]["success"]
+    assert rows[1]["success"] and rows[1]["outcome"] == "passed"
+    # A replay cut differently: offsets 0..2 of partition 0 were committed already.
+    (replayed,) = tally_rows(tallies[:4], {"orders/0": 2})
+    assert json.loads(replayed["counts"])["messages"] == 1
+    assert replayed["batch_id"] == "orders/0@3-3"

@@ -188,12 +188,15 @@ def build_flow(
         if isinstance(result, Rejection):
             control.completed(1)
             return _dead_letter_row(msg, result)
-        verdict = rules.check(result, _produced_us(msg))
+        produced_us = _produced_us(msg)
+        verdict = rules.check(result, produced_us)
         if verdict.dropped_by is not None:
             control.completed(1)
             return _dead_letter_row(msg, rule=verdict.dropped_by, message=verdict.message)
         assert msg.topic is not None and msg.partition is not None and msg.offset is not None
-        return SourcedEvent(result, msg.topic, msg.partition, msg.offset, verdict.warnings)
+        return SourcedEvent(
+            result, msg.topic, msg.partition, msg.offset, verdict.warnings, produced_us
+        )
 
     def sink(spec: Any, mode: Any, after_flush: Any = None) -> DeltaSink:
         return DeltaSink(

@@ -1,21 +1,119 @@
-"""Run the quality gate from the flow, after staging commits.
+"""Run the quality gate beside the flow, in its own process.
 
-The gate is slow to set up (GX) and has a fixed cost per run, so the worker
-that owns the staging table builds one :class:`~lakehouse.publication.Publisher`
-when its sink partition is built and runs it at most every ``interval_s``
-seconds, plus once when the flow ends.  The interval only decides how staged
-commits are grouped into batches; what ends up published does not depend on
-it.  A run left unfinished by a crash is completed by the next one.
+The gate is slow to set up (GX import and context: ~5 s) and a validation has
+a fixed cost (~0.4 s of GX overhead however small the batch), all of it
+Python holding the GIL.  So the worker that owns the staging table starts the
+gate as a child process (``python -m dataflows.gatekeeper``): set-up and runs
+use the machine's other core instead of stalling the flow.  The staging sink
+pokes it after every commit; it runs at most every ``interval_s`` seconds, and
+once more, waited for, when the flow ends.  The interval only decides how
+staged commits are grouped into batches; what ends up published does not
+depend on it.  A run left unfinished by a crash is completed by the next one
+(see :mod:`lakehouse.publication`); if the flow dies, the child sees its stdin
+close and exits (a run in progress is cut short like any crash).
+
+Protocol: the parent writes ``run`` / ``stop`` lines to the child's stdin; the
+child writes one JSON object per line to stdout: ``{"run": GateRun}``,
+``{"done": true}`` or ``{"error": "..."}``.
+
+An error in the gate is re-raised in the flow at the next flush: publication
+must never stop silently while staging carries on.
 """
 
 from __future__ import annotations
 
-import time
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
 from collections.abc import Callable
+from typing import IO
+
+import msgspec
 
 from lakehouse.publication import GateRun, Publisher
 
-__all__ = ["gate_after_flush"]
+__all__ = ["GateProcess", "gate_after_flush"]
+
+
+class GateProcess:
+    """The quality gate in a child process, driven by the staging sink."""
+
+    def __init__(
+        self,
+        root: str,
+        *,
+        pipeline_id: str,
+        storage_options: dict[str, str] | None,
+        interval_s: float,
+        on_run: Callable[[GateRun], None] | None = None,
+    ) -> None:
+        self._on_run = on_run
+        self._error: str | None = None
+        self._done = False
+        command = [
+            sys.executable,
+            "-m",
+            "dataflows.gatekeeper",
+            root,
+            "--pipeline-id",
+            pipeline_id,
+            "--interval",
+            str(interval_s),
+            "--storage-options",
+            json.dumps(storage_options or {}),
+        ]
+        self._process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+        assert self._process.stdout is not None
+        self._reader = threading.Thread(
+            target=self._read, args=(self._process.stdout,), name="quality-gate", daemon=True
+        )
+        self._reader.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            message = json.loads(line)
+            if "run" in message and self._on_run is not None:
+                self._on_run(msgspec.convert(message["run"], GateRun))
+            elif "error" in message:
+                self._error = message["error"]
+            elif "done" in message:
+                self._done = True
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise RuntimeError(f"quality gate failed: {self._error}")
+        code = self._process.poll()
+        if code is not None and not self._done:
+            raise RuntimeError(f"quality gate process exited unexpectedly (code {code})")
+
+    def _send(self, command: str) -> None:
+        assert self._process.stdin is not None
+        try:
+            self._process.stdin.write(command + "\n")
+            self._process.stdin.flush()
+        except BrokenPipeError:
+            self._reader.join()
+            self._raise()
+            raise
+
+    def poke(self) -> None:
+        """Staging moved on: run when the interval allows."""
+        self._raise()
+        self._send("run")
+
+    def finish(self) -> None:
+        """Run once more over everything staged, wait for it, and stop."""
+        self._send("stop")
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._reader.join()
+        self._process.wait()
+        self._raise()
 
 
 def gate_after_flush(
@@ -26,15 +124,69 @@ def gate_after_flush(
     interval_s: float,
     on_run: Callable[[GateRun], None] | None = None,
 ) -> Callable[[bool], None]:
-    """Build the publisher now (once per worker); return the after-flush hook."""
-    publisher = Publisher(root, pipeline_id=pipeline_id, storage_options=storage_options)
-    publisher.prepare()
-    last_run = [float("-inf")]
+    """Start the gate process (once per worker); return the staging sink's after-flush hook."""
+    gate = GateProcess(
+        root,
+        pipeline_id=pipeline_id,
+        storage_options=storage_options,
+        interval_s=interval_s,
+        on_run=on_run,
+    )
 
     def after_flush(closing: bool) -> None:
-        now = time.monotonic()
-        if closing or now - last_run[0] >= interval_s:
-            last_run[0] = now
-            publisher.run_all(on_run)
+        if closing:
+            gate.finish()
+        else:
+            gate.poke()
 
     return after_flush
+
+
+def _serve(root: str, pipeline_id: str, interval_s: float, options: dict[str, str]) -> int:
+    wake, stop = threading.Event(), threading.Event()
+
+    def listen() -> None:
+        for line in sys.stdin:
+            if line.strip() == "stop":
+                stop.set()
+                wake.set()
+                return
+            wake.set()
+        # stdin closed without "stop": the flow died.  Exit without another run;
+        # the restarted flow's gate picks up where this one left off.
+        os._exit(0)
+
+    def emit(message: dict[str, object]) -> None:
+        sys.stdout.write(json.dumps(message, default=str) + "\n")
+        sys.stdout.flush()
+
+    threading.Thread(target=listen, daemon=True).start()
+    try:
+        publisher = Publisher(root, pipeline_id=pipeline_id, storage_options=options or None)
+        publisher.prepare()
+        while True:
+            wake.wait()
+            wake.clear()
+            stopping = stop.is_set()
+            publisher.run_all(lambda run: emit({"run": msgspec.to_builtins(run)}))
+            if stopping:
+                emit({"done": True})
+                return 0
+            stop.wait(interval_s)  # staging commits meanwhile form the next batch
+    except Exception as err:
+        emit({"error": f"{type(err).__name__}: {err}"})
+        return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Quality gate worker (started by the flow).")
+    parser.add_argument("root")
+    parser.add_argument("--pipeline-id", default="orderhealth")
+    parser.add_argument("--interval", type=float, default=5.0)
+    parser.add_argument("--storage-options", default="{}")
+    args = parser.parse_args(argv)
+    return _serve(args.root, args.pipeline_id, args.interval, json.loads(args.storage_options))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

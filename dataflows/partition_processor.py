@@ -54,6 +54,8 @@ class SourcedEvent(msgspec.Struct, frozen=True):
     offset: int
     #: Record rules (action "warn") this event broke.
     warnings: tuple[str, ...] = ()
+    #: Kafka message timestamp (when it was produced), in us, if known.
+    produced_us: int | None = None
 
 
 class PartitionBatch(msgspec.Struct):
@@ -65,6 +67,8 @@ class PartitionBatch(msgspec.Struct):
     bronze: list[dict[str, Any]]
     lifecycle: list[dict[str, Any]]
     window_delta: Delta
+    #: Newest Kafka message timestamp seen in the partition so far (freshness).
+    produced_us: int | None = None
 
 
 class _Order:
@@ -132,6 +136,7 @@ class PartitionProcessor:
         self.partition = partition
         self.settings = settings
         self.max_event_us: int | None = None
+        self.newest_produced_us: int | None = None
         self.orders: dict[str, _Order] = {}
         self.history = DwellHistory(settings.outliers)
         self._timers: list[tuple[int, str]] = []
@@ -143,6 +148,7 @@ class PartitionProcessor:
             "partition": self.partition,
             "settings": self.settings,
             "max_event_us": self.max_event_us,
+            "newest_produced_us": self.newest_produced_us,
             "orders": self.orders,
             "history": self.history,
             "timers": self._timers,
@@ -153,6 +159,7 @@ class PartitionProcessor:
         self.partition = state["partition"]
         self.settings = state["settings"]
         self.max_event_us = state["max_event_us"]
+        self.newest_produced_us = state.get("newest_produced_us")
         self.orders = state["orders"]
         self.history = state["history"]
         self._timers = state["timers"]
@@ -199,6 +206,8 @@ class PartitionProcessor:
             )
             bronze.append(row)
             last_offset = item.offset
+            if item.produced_us is not None and item.produced_us > (self.newest_produced_us or -1):
+                self.newest_produced_us = item.produced_us
             if duplicate or late:
                 continue
             if order is None:
@@ -244,6 +253,7 @@ class PartitionProcessor:
             bronze=bronze,
             lifecycle=lifecycle,
             window_delta=delta,
+            produced_us=self.newest_produced_us,
         )
 
     def _derive(self, order_id: str, watermark: int | None) -> OrderView:

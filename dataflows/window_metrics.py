@@ -76,6 +76,8 @@ class MetricWindows:
         self.settings = settings
         self.partitions = sorted(partitions)
         self.partition_watermarks: dict[str, int] = {}
+        #: Newest Kafka produce timestamp seen per partition (freshness).
+        self.partition_produced: dict[str, int] = {}
         #: Kafka position incorporated per stream (topic/partition -> offset).
         self.progress: dict[str, int] = {}
         self.windows: dict[WindowKey, _Window] = {}
@@ -105,6 +107,8 @@ class MetricWindows:
         before = self.watermark_us
         if batch.watermark_us is not None:
             self.partition_watermarks[batch.stream] = batch.watermark_us
+        if batch.produced_us is not None:
+            self.partition_produced[batch.stream] = batch.produced_us
         after = self.watermark_us
         final: set[WindowKey] = set()
         if after is not None and after != before:
@@ -198,12 +202,24 @@ class MetricWindows:
         row["health_components"] = used
         watermark = self.watermark_us
         row["watermark_at"] = None if watermark is None else from_us(watermark)
-        row["watermark_lag_seconds"] = (
-            None
-            if watermark is None
-            else (max(self.partition_watermarks.values()) - watermark) / 1_000_000
-        )
+        row["watermark_lag_seconds"] = self.watermark_lag_seconds
         return row
+
+    @property
+    def watermark_lag_seconds(self) -> float | None:
+        """How far the partition holding the watermark back trails the newest one.
+
+        Measured in Kafka produce time (message timestamps), not event time:
+        reading a backlog in batches lets partitions drift apart by hours of
+        event time harmlessly, but a partition whose newest message was
+        produced long before the others' is stuck or idle -- and it is what
+        keeps windows from becoming final.  None until every partition has
+        reported (or without broker timestamps).
+        """
+        produced = self.partition_produced
+        if any(p not in produced for p in self.partitions):
+            return None
+        return (max(produced.values()) - min(produced.values())) / 1_000_000
 
 
 def _series(key: WindowKey) -> Series:

@@ -20,10 +20,13 @@ keeps its last good state when a batch is quarantined.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -75,6 +78,26 @@ class GateRun(msgspec.Struct, frozen=True):
     duration_ms: float
     first_version: int
     last_version: int
+
+
+@contextmanager
+def gate_lock(root: str) -> Iterator[None]:
+    """One gate writer at a time per local lakehouse (an exclusive file lock).
+
+    Two gates -- a restarted flow's and its predecessor's last run, or an
+    operator's command -- could otherwise both see the same range pending and
+    record it twice.  Object-store lakehouses have no lock: run one gate there.
+    """
+    if "://" in root:
+        yield
+        return
+    Path(root).mkdir(parents=True, exist_ok=True)
+    with open(Path(root) / "_gate.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _batch_id(first: int, last: int) -> str:
@@ -131,32 +154,51 @@ class Publisher:
         first = max(gated + 1, 1)  # version 0 creates the (empty) table
         return (first, last) if last >= first else None
 
-    def changed_rows(self, first: int, last: int) -> list[dict[str, Any]]:
+    def changed_rows(self, first: int, last: int) -> pa.Table:
         """Rows changed by staging commits ``first..last``; newest commit per key.
 
         Keys are compared as Python tuples, so null keys and duplicate keys
-        inside one commit survive to be judged by the gate.
+        inside one commit survive to be judged by the gate.  The columns are
+        ``METRIC_COLUMNS`` plus ``staging_version``.
         """
         reader = self.staging.table().load_cdf(starting_version=first, ending_version=last)
         cdf = pa.table(reader.read_all())
         if cdf.num_rows == 0:
-            return []
+            return _EMPTY_BATCH
+        # delta-rs returns string_view columns, which most Arrow kernels lack.
+        cdf = pa.Table.from_arrays(
+            [c.cast(pa.string()) if pa.types.is_string_view(c.type) else c for c in cdf.columns],
+            names=cdf.column_names,
+        )
+        cdf = cdf.filter(pc.is_in(cdf["_change_type"], pa.array(_UPSERTED)))
+        versions = cdf["_commit_version"].to_pylist()
         keys = HEALTH_METRICS_STAGING.merge_keys or ()
-        newest: dict[tuple[Any, ...], int] = {}
-        rows = [
-            r
-            for r in cdf.select([*METRIC_COLUMNS, "_change_type", "_commit_version"]).to_pylist()
-            if r["_change_type"] in _UPSERTED
+        # Timestamps as integers: building datetimes per row is the slow part.
+        columns = [
+            (cdf[k].cast(pa.int64()) if pa.types.is_timestamp(cdf[k].type) else cdf[k]).to_pylist()
+            for k in keys
         ]
-        for row in rows:
-            key = tuple(row[k] for k in keys)
-            newest[key] = max(newest.get(key, -1), row["_commit_version"])
-        return [r for r in rows if r["_commit_version"] == newest[tuple(r[k] for k in keys)]]
+        key_rows = list(zip(*columns, strict=True))
+        newest: dict[tuple[Any, ...], int] = {}
+        for key, version in zip(key_rows, versions, strict=True):
+            if version > newest.get(key, -1):
+                newest[key] = version
+        keep = [newest[k] == v for k, v in zip(key_rows, versions, strict=True)]
+        batch = cdf.filter(pa.array(keep, pa.bool_()))
+        return pa.Table.from_arrays(
+            [batch[c].cast(HEALTH_METRICS_STAGING.schema.field(c).type) for c in METRIC_COLUMNS]
+            + [batch["_commit_version"].cast(pa.int64())],
+            schema=_BATCH_SCHEMA,
+        )
 
     def recent_row_counts(self) -> list[int]:
         if self._recent is None:
-            runs = read_table(self.root, VALIDATION_RUNS, ["suite", "source_version", "row_count"])
-            runs = runs.filter(pc.equal(runs["suite"], SUITE)).sort_by("source_version")
+            runs = read_table(
+                self.root,
+                VALIDATION_RUNS,
+                ["source_version", "row_count"],
+                where=f"suite = '{SUITE}'",
+            ).sort_by("source_version")
             self._recent = runs["row_count"].to_pylist()
         return self._recent
 
@@ -167,31 +209,35 @@ class Publisher:
         if pending is None:
             return None
         first, last = pending
-        rows = self.changed_rows(first, last)
-        if not rows:
+        batch = self.changed_rows(first, last)
+        if batch.num_rows == 0:
             return None  # maintenance commits only; the range grows until data arrives
-        frame = pa.Table.from_pylist(
-            [{c: r[c] for c in METRIC_COLUMNS} for r in rows],
-            schema=HEALTH_METRICS_STAGING.schema,
-        ).to_pandas()
+        frame = batch.drop_columns(["staging_version"]).to_pandas()
         verdict = self.gate.validate(frame, self.recent_row_counts())
         batch_id = _batch_id(first, last)
         run_id = f"vr-{batch_id}"
         now = datetime.now(UTC)
         if verdict.outcome == "quarantined":
             failed = json.dumps([msgspec.to_builtins(f) for f in verdict.failed])
+            extra = {
+                "batch_id": batch_id,
+                "source_table": HEALTH_METRICS_STAGING.path,
+                "validation_run_id": run_id,
+                "failed_expectations": failed,
+                "quarantined_at": now,
+            }
             self.quarantine.append_once(
-                [
-                    _quarantine_row(r, batch_id=batch_id, run_id=run_id, failed=failed, at=now)
-                    for r in rows
-                ],
-                stream=self.stream,
-                version=last,
+                _with_columns(batch, extra, QUARANTINE.schema), stream=self.stream, version=last
             )
         else:
             warnings = ",".join(sorted({f.expectation for f in verdict.warnings})) or None
+            extra = {
+                "validation_run_id": run_id,
+                "quality_status": verdict.outcome,
+                "quality_warnings": warnings,
+            }
             self.published.merge_once(
-                [_published_row(r, run_id, verdict.outcome, warnings) for r in rows],
+                _with_columns(batch, extra, HEALTH_METRICS.schema),
                 stream=self.stream,
                 version=last,
                 newer_column="staging_version",
@@ -219,39 +265,31 @@ class Publisher:
     def run_all(self, on_run: Callable[[GateRun], None] | None = None) -> list[GateRun]:
         """Run until nothing is pending (normally once; twice after a crash)."""
         done = []
-        while (run := self.run()) is not None:
-            done.append(run)
-            if on_run is not None:
-                on_run(run)
+        with gate_lock(self.root):
+            self._recent = None  # another gate may have run since
+            while (run := self.run()) is not None:
+                done.append(run)
+                if on_run is not None:
+                    on_run(run)
         return done
 
 
-def _published_row(
-    row: dict[str, Any], run_id: str, outcome: str, warnings: str | None
-) -> dict[str, Any]:
-    out = {c: row[c] for c in METRIC_COLUMNS}
-    out.update(
-        validation_run_id=run_id,
-        quality_status=outcome,
-        quality_warnings=warnings,
-        staging_version=row["_commit_version"],
-    )
-    return out
+_BATCH_SCHEMA = pa.schema(
+    [*HEALTH_METRICS_STAGING.schema, pa.field("staging_version", pa.int64(), False)]
+)
+_EMPTY_BATCH = _BATCH_SCHEMA.empty_table()
 
 
-def _quarantine_row(
-    row: dict[str, Any], *, batch_id: str, run_id: str, failed: str, at: datetime
-) -> dict[str, Any]:
-    out = {c: row[c] for c in METRIC_COLUMNS}
-    out.update(
-        batch_id=batch_id,
-        source_table=HEALTH_METRICS_STAGING.path,
-        staging_version=row["_commit_version"],
-        validation_run_id=run_id,
-        failed_expectations=failed,
-        quarantined_at=at,
-    )
-    return out
+def _with_columns(batch: pa.Table, constants: dict[str, Any], schema: pa.Schema) -> pa.Table:
+    """The batch with constant columns added, in the target table's column order."""
+    n = batch.num_rows
+    columns = []
+    for field in schema:
+        if field.name in constants:
+            columns.append(pa.array([constants[field.name]] * n, field.type))
+        else:
+            columns.append(batch[field.name].cast(field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def _run_row(
@@ -386,6 +424,12 @@ def _audit(
 def release(
     root: str, batch_id: str, *, actor: str, reason: str, pipeline_id: str = "orderhealth"
 ) -> int:
+    """Publish a quarantined batch anyway; returns rows published (see :func:`_release`)."""
+    with gate_lock(root):
+        return _release(root, batch_id, actor=actor, reason=reason, pipeline_id=pipeline_id)
+
+
+def _release(root: str, batch_id: str, *, actor: str, reason: str, pipeline_id: str) -> int:
     """Publish a quarantined batch anyway; returns rows published.
 
     Rows are marked ``quality_status = released`` and keep the failing run's
@@ -420,5 +464,6 @@ def discard(
     root: str, batch_id: str, *, actor: str, reason: str, pipeline_id: str = "orderhealth"
 ) -> None:
     """Decide never to publish a quarantined batch (an audit record, nothing else)."""
-    _pending_batch(root, batch_id)
-    _audit(root, batch_id, "discarded", actor, reason, 0, pipeline_id)
+    with gate_lock(root):
+        _pending_batch(root, batch_id)
+        _audit(root, batch_id, "discarded", actor, reason, 0, pipeline_id)

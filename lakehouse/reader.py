@@ -26,14 +26,17 @@ from lakehouse.tables import (
 __all__ = ["PipelineCounts", "latest_health", "pipeline_counts", "read_table"]
 
 
-def read_table(root: str, spec: TableSpec, columns: list[str] | None = None) -> pa.Table:
+def read_table(
+    root: str, spec: TableSpec, columns: list[str] | None = None, where: str | None = None
+) -> pa.Table:
     """The table's current version as Arrow (empty with its schema if missing).
 
     Reads through delta-rs's own query engine rather than
     ``DeltaTable.to_pyarrow_table()``: the latter scans through a Rust-backed
     pyarrow filesystem whose threads abort the interpreter at exit about half
     the time with deltalake 1.6 ("terminate called without an active
-    exception", delta-io/delta-rs#2184).
+    exception", delta-io/delta-rs#2184).  ``where`` is a SQL condition
+    (DataFusion dialect) pushed down to the scan.
     """
     schema = pa.schema([spec.schema.field(c) for c in columns]) if columns else spec.schema
     try:
@@ -41,7 +44,8 @@ def read_table(root: str, spec: TableSpec, columns: list[str] | None = None) -> 
     except TableNotFoundError:
         return schema.empty_table()
     selected = ", ".join(f'"{name}"' for name in schema.names)
-    result = QueryBuilder().register("t", table).execute(f"SELECT {selected} FROM t").read_all()
+    sql = f"SELECT {selected} FROM t" + (f" WHERE {where}" if where else "")
+    result = QueryBuilder().register("t", table).execute(sql).read_all()
     return pa.table(result).cast(schema)
 
 

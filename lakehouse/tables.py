@@ -195,8 +195,9 @@ _METRIC_FIELDS = [
     *[pa.field(c.name, pa.float64()) for c in COMPONENTS],
     pa.field("health_index", pa.float64()),
     pa.field("health_components", pa.string()),
-    # Freshness at emission: the global watermark, and how far the slowest
-    # partition holds it behind the fastest (null for restated rows).
+    # Freshness at emission: the global watermark, and how far the partition
+    # holding it back trails the newest one in Kafka produce time (seconds;
+    # null for restated rows).  See MetricWindows.watermark_lag_seconds.
     pa.field("watermark_at", TIMESTAMP),
     pa.field("watermark_lag_seconds", pa.float64()),
 ]

@@ -103,7 +103,9 @@ class DeltaWriter:
             app_transactions=[Transaction(self.app_id(s), v) for s, v in sorted(progress.items())]
         )
 
-    def _arrow(self, rows: Sequence[Mapping[str, Any]]) -> pa.Table:
+    def _arrow(self, rows: Sequence[Mapping[str, Any]] | pa.Table) -> pa.Table:
+        if isinstance(rows, pa.Table):
+            return rows.select(self.spec.schema.names).cast(self.spec.schema)
         return pa.Table.from_pylist(list(rows), schema=self.spec.schema)
 
     # -- append tables ------------------------------------------------------
@@ -172,14 +174,16 @@ class DeltaWriter:
         return len(latest)
 
     # -- commits named by an explicit (stream, version) -------------------------
-    def append_once(self, rows: Sequence[Mapping[str, Any]], *, stream: str, version: int) -> int:
+    def append_once(
+        self, rows: Sequence[Mapping[str, Any]] | pa.Table, *, stream: str, version: int
+    ) -> int:
         """Append rows as one commit recorded as ``(stream, version)``.
 
         For writers whose input is not a Kafka partition (the quality gate:
         a staging version; an operator action: a sequence number).  A no-op
         when the table already holds that version of the stream.
         """
-        if not rows or self.committed([stream])[stream] >= version:
+        if not len(rows) or self.committed([stream])[stream] >= version:
             return 0
         write_deltalake(
             self.table(),
@@ -194,7 +198,7 @@ class DeltaWriter:
 
     def merge_once(
         self,
-        rows: Sequence[Mapping[str, Any]],
+        rows: Sequence[Mapping[str, Any]] | pa.Table,
         *,
         stream: str,
         version: int,
@@ -209,7 +213,7 @@ class DeltaWriter:
         keys = self.spec.merge_keys
         if keys is None:
             raise ValueError(f"{self.spec.path} has no merge keys")
-        if not rows or self.committed([stream])[stream] >= version:
+        if not len(rows) or self.committed([stream])[stream] >= version:
             return 0
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
         newer = f"s.{newer_column} >= t.{newer_column}" if newer_column else None

@@ -7,12 +7,14 @@ one clear line; ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -32,6 +34,7 @@ from rich.progress import (
 
 from dataflows.flow import FlowConfig
 from dataflows.settings import HealthSettings, SettingsError
+from lakehouse.publication import GateRun
 from lakehouse.reader import pipeline_counts
 from lakehouse.tables import HEALTH_METRICS, TABLES, table_uri
 from orderhealth.broker import BrokerError, EmbeddedBroker
@@ -186,8 +189,28 @@ def demo(
             )
             from orderhealth.pipeline import run_flow
 
+            gate = progress.add_task("gate   ", total=None, rate="")
+            outcomes: Counter[str] = Counter()
+
+            def on_gate(run: GateRun) -> None:
+                outcomes[run.outcome] += 1
+                progress.update(
+                    gate,
+                    completed=sum(outcomes.values()),
+                    rate=", ".join(f"{n} {what}" for what, n in sorted(outcomes.items())),
+                )
+
+            # The gate's own log lines would tear the progress bars; the
+            # summary table below reports every run.
+            logging.getLogger("lakehouse.publication").setLevel(logging.ERROR)
             with _tracked(progress, "stream ", events) as bump:
-                run_flow(config, workers=workers, recovery_dir=recovery, on_consumed=bump)
+                run_flow(
+                    config,
+                    workers=workers,
+                    recovery_dir=recovery,
+                    on_consumed=bump,
+                    on_gate=on_gate,
+                )
     finally:
         if broker is not None:
             broker.stop()
@@ -261,6 +284,11 @@ def run(
     )
     from orderhealth.pipeline import run_flow
 
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("great_expectations", "deltalake"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     console.print(f"Streaming {topic} ({count} partitions) from {bootstrap_servers} into {root}")
     run_flow(
         flow_config,

@@ -50,7 +50,7 @@ class GateSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     volume_min_history: int = 5
     volume_min_ratio: float = 0.0
     volume_max_ratio: float = 25.0
-    max_watermark_lag: str = "2h"
+    max_watermark_lag: str = "15m"
 
     @classmethod
     def load(cls, suite: str, path: Path | None = None) -> GateSettings:

@@ -129,8 +129,9 @@ def health_metrics_suite() -> dict[str, Any]:
         _expectation(
             "expect_column_values_to_be_between",
             WARNING,
-            "Freshness: how far the slowest Kafka partition holds the watermark behind "
-            "the fastest (an idle or stuck partition delays final windows).",
+            "Freshness: how far (in Kafka produce time) the partition holding the "
+            "watermark back trails the newest one; an idle or stuck partition delays "
+            "final windows.",
             column="watermark_lag_seconds",
             min_value=0.0,
             max_value={"$PARAMETER": "max_watermark_lag_seconds"},

@@ -206,12 +206,17 @@ def test_a_crash_between_publication_and_run_record_is_completed_once(lakehouse:
     stage(lakehouse, [metric_row(8)], offset=60)
     publisher = Publisher(str(lakehouse))
     first, last = publisher.pending() or (0, 0)
-    rows = publisher.changed_rows(first, last)
+    batch = publisher.changed_rows(first, last)
     # Simulate the crash: the publication committed, the run record did not.
-    from lakehouse.publication import _published_row
+    from lakehouse.publication import _with_columns
 
+    extra = {
+        "validation_run_id": f"vr-health_metrics@{first}-{last}",
+        "quality_status": "passed",
+        "quality_warnings": None,
+    }
     publisher.published.merge_once(
-        [_published_row(r, f"vr-health_metrics@{first}-{last}", "passed", None) for r in rows],
+        _with_columns(batch, extra, HEALTH_METRICS.schema),
         stream=publisher.stream,
         version=last,
         newer_column="staging_version",

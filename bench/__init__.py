@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): ratios measured in the same run."""

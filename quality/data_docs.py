@@ -68,7 +68,9 @@ def build_data_docs(
             run_id=RunIdentifier(run_name=run["run_id"], run_time=run["validated_at"]),
             batch_identifier=run["batch_id"],
         )
-        context.validation_results_store.set(key, schema.load(json.loads(run["result"])))
+        result = schema.load(json.loads(run["result"]))
+        result.meta["run_id"] = key.run_id  # shown as the page's run name
+        context.validation_results_store.set(key, result)
         if on_progress is not None:
             on_progress(index, len(runs))
     context.build_data_docs(site_names=[SITE])

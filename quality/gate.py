@@ -164,11 +164,15 @@ class QualityGate:
         if len(recent) >= s.volume_min_history:
             median = statistics.median(recent)
             low, high = median * s.volume_min_ratio, median * s.volume_max_ratio
-        else:
-            low, high = 0.0, float(2**62)
+            return {
+                "min_rows": int(low),
+                "max_rows": max(int(high), 1),
+                "max_watermark_lag_seconds": self._lag_limit,
+            }
+        # Too little history to judge volume: any non-empty batch is plausible.
         return {
-            "min_rows": int(low),
-            "max_rows": max(int(high), 1),
+            "min_rows": 1,
+            "max_rows": None,
             "max_watermark_lag_seconds": self._lag_limit,
         }
 

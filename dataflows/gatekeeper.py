@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -64,6 +65,10 @@ class GateProcess:
             str(interval_s),
             "--storage-options",
             json.dumps(storage_options or {}),
+            # The child logs (to the shared stderr) as verbosely as this
+            # process would have: quiet under the demo's progress bars.
+            "--log-level",
+            logging.getLevelName(logging.getLogger("lakehouse.publication").getEffectiveLevel()),
         ]
         self._process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
@@ -184,7 +189,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline-id", default="orderhealth")
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--storage-options", default="{}")
+    parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s quality-gate %(levelname)s: %(message)s"))
+    # Our own messages at the requested level; libraries' only when they warn.
+    handler.addFilter(
+        lambda r: r.name.startswith(("lakehouse", "quality")) or r.levelno >= logging.WARNING
+    )
+    logging.basicConfig(level=args.log_level, handlers=[handler])
     return _serve(args.root, args.pipeline_id, args.interval, json.loads(args.storage_options))
 
 

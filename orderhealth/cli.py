@@ -397,6 +397,72 @@ def restate(
 
 
 @app.command()
+def superset(
+    lakehouse: Lakehouse = DEFAULT_LAKEHOUSE,
+    home: Annotated[
+        Path, typer.Option(help="Superset's home: metadata, secret key, DuckDB views, log.")
+    ] = Path("data/superset"),
+    port: Annotated[int, typer.Option(help="Loopback port to serve on.")] = 8088,
+    demo_users: Annotated[
+        bool, typer.Option(help="Also create 'executive' and 'finance' users (passwords printed).")
+    ] = False,
+    serve_it: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Serve after setting up.")
+    ] = True,
+) -> None:
+    """Install (if needed), initialise and serve Superset over the published tables."""
+    import urllib.request
+
+    from orderhealth.superset_cmd import SupersetError, bootstrap
+    from orderhealth.superset_cmd import serve as start
+
+    root = resolve_root(lakehouse)
+    admin_password = os.environ.get("ORDERHEALTH_SUPERSET_ADMIN_PASSWORD", "")
+    users = [f"admin:Admin:{admin_password}" if admin_password else "admin:Admin"]
+    if demo_users:
+        users += ["executive:Executive", "finance:Finance"]
+    try:
+        with console.status("Setting up Superset...") as status:
+            setup = bootstrap(root, home, users=users, on_step=lambda s: status.update(s + "..."))
+    except SupersetError as err:
+        raise CliError(str(err)) from err
+    if setup.secret_generated:
+        console.print(
+            f"Generated a Superset secret key in {setup.home / 'secret_key'} "
+            "(set SUPERSET_SECRET_KEY to use your own)."
+        )
+    console.print(f"DuckDB views over {root}: {', '.join(setup.views) or 'none yet'}")
+    for user, password in setup.passwords.items():
+        console.print(f"  user [bold]{user}[/] password [bold]{escape(password)}[/]")
+    if not serve_it:
+        return
+    process = start(setup, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with console.status(f"Starting Superset on {url} ..."):
+            deadline = time.monotonic() + 180
+            while True:
+                if process.poll() is not None:
+                    raise CliError(f"Superset exited; see {setup.home / 'superset.log'}")
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+                        if reply.status == 200:
+                            break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise CliError(f"Superset did not answer on {url}/health within 3 minutes")
+                time.sleep(1)
+        console.print(f"Superset is up: [bold]{url}[/]  (Ctrl-C to stop)")
+        process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@app.command()
 def broker(
     port: Annotated[int, typer.Option(help="Loopback port; 0 picks a free one.")] = 9092,
     topic: Topic = "orders",

@@ -39,6 +39,7 @@ check: lint typecheck test
 schema: $(STAMP) ## Regenerate generated artefacts: the JSON Schema and the metric tables in docs.
 	$(BIN)/python -m dataflows.metrics
 	$(BIN)/python -m quality.suites
+	$(BIN)/python -m orderhealth.superset_bundle
 	$(BIN)/python -m schemas.json_schema
 
 clean:

@@ -155,6 +155,16 @@ def bootstrap(
         _run(command, env, "superset/bootstrap.py").strip().splitlines()[-1],
         type=dict[str, object],
     )
+    on_step("importing the dashboards bundle (superset/bundle)")
+    from orderhealth.superset_bundle import bundle_zip
+
+    archive = home / "orderhealth_bundle.zip"
+    archive.write_bytes(bundle_zip(home / "orderhealth.duckdb", extensions))
+    _run(
+        [superset, "import-dashboards", "--path", str(archive), "--username", "admin"],
+        env,
+        "superset import-dashboards",
+    )
     return SupersetSetup(
         venv=venv,
         home=home,

@@ -250,7 +250,7 @@ def _chart(
         "adhoc_filters": form.pop("adhoc_filters", []),
         **form,
     }
-    query_context = {
+    query_context: dict[str, Any] = {
         "datasource": {"id": 0, "type": "table"},
         "force": False,
         "queries": [

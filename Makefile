@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration lint typecheck check schema clean
+.PHONY: install demo test test-unit test-integration lint typecheck check schema clean superset superset-env browser
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -18,8 +18,24 @@ install: $(STAMP) ## Create the virtual environment with pinned dependencies.
 demo: $(STAMP) ## The main job: embedded broker, warehouse-outage scenario, health index.
 	$(BIN)/orderhealth demo
 
-test: $(STAMP) ## The whole suite: unit and integration (real broker, real Delta).
+test: $(STAMP) superset-env browser ## The whole suite: unit and integration (real broker, Delta, Superset, Chromium).
 	$(BIN)/python -m pytest
+
+superset-env: $(STAMP) ## Superset's own pinned environment (.venv-superset), created once.
+	$(BIN)/python -c "from orderhealth.superset_cmd import ensure_env; ensure_env()"
+
+superset: $(STAMP) ## Set up and serve Superset over the demo's published tables.
+	$(BIN)/orderhealth superset --demo-users
+
+browser: ## Debian's chromium and chromedriver, for the Superset browser test.
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
+	  else \
+	    echo "error: the Superset browser test needs chromium and chromedriver:" \
+	         "sudo apt-get install -y chromium chromium-driver"; exit 1; \
+	  fi; \
+	fi
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit

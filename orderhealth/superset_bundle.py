@@ -299,7 +299,9 @@ def _timeseries(
     y_format: str,
     y_title: str,
     description: str,
+    y_bounds: tuple[float | None, float | None] = (None, None),
 ) -> dict[str, Any]:
+    """A daily line chart over *final* windows: a half-day would read as a trend."""
     x = {"label": "window_start", "sqlExpression": "window_start", "expressionType": "SQL"}
     return _chart(
         name,
@@ -310,9 +312,10 @@ def _timeseries(
             "time_grain_sqla": "P1D",
             "metrics": metrics,
             "groupby": groupby or [],
-            "adhoc_filters": _where(*filters),
+            "adhoc_filters": _where(*filters, "is_final"),
             "row_limit": 10000,
             "y_axis_format": y_format,
+            "y_axis_bounds": list(y_bounds),
             "y_axis_title": y_title,
             "y_axis_title_position": "Left",
             "x_axis_title": "Day (UTC)",
@@ -456,7 +459,7 @@ def charts() -> dict[str, dict[str, Any]]:
             groupby=["dimension_value"],
             y_format=",.0f",
             y_title="Health index (0-100)",
-            description="Daily index per warehouse; the last day may still be open.",
+            description="Daily index per warehouse, complete days only.",
         ),
         _timeseries(
             "On-time and anomaly rates (company, daily)",
@@ -464,6 +467,7 @@ def charts() -> dict[str, dict[str, Any]]:
             company,
             y_format=".0%",
             y_title="Share of orders",
+            y_bounds=(0.0, 1.0),
             description="On-time = orders_on_time / orders_resolved; anomaly = orders "
             "flagged / orders active, per day.",
         ),
@@ -762,7 +766,7 @@ def bundle_files() -> dict[str, str]:
         return text
 
     files = {
-        "metadata.yaml": dump({"version": "1.0.0", "type": "Dashboard"}),
+        "metadata.yaml": dump({"version": "1.0.0", "type": "assets"}),
         "databases/orderhealth.yaml": dump(database()),
     }
     for name, ds in datasets().items():

@@ -138,7 +138,11 @@ def bootstrap(
     on_step("creating Superset's built-in roles and permissions")
     _run([superset, "init"], env, "superset init")
     extensions = extension_dir(venv, home)
-    on_step("writing DuckDB views over the published tables, roles and users")
+    from orderhealth.superset_bundle import bundle_zip
+
+    archive = home / "orderhealth_bundle.zip"
+    archive.write_bytes(bundle_zip(home / "orderhealth.duckdb", extensions))
+    on_step("writing DuckDB views, roles and users; importing superset/bundle")
     command = [
         str(venv / "bin" / "python"),
         str(SUPERSET_DIR / "bootstrap.py"),
@@ -148,22 +152,14 @@ def bootstrap(
         lakehouse,
         "--extension-dir",
         str(extensions),
+        "--bundle",
+        str(archive),
     ]
     for user in users or []:
         command += ["--user", user]
     out = msgspec.json.decode(
         _run(command, env, "superset/bootstrap.py").strip().splitlines()[-1],
         type=dict[str, object],
-    )
-    on_step("importing the dashboards bundle (superset/bundle)")
-    from orderhealth.superset_bundle import bundle_zip
-
-    archive = home / "orderhealth_bundle.zip"
-    archive.write_bytes(bundle_zip(home / "orderhealth.duckdb", extensions))
-    _run(
-        [superset, "import-dashboards", "--path", str(archive), "--username", "admin"],
-        env,
-        "superset import-dashboards",
     )
     return SupersetSetup(
         venv=venv,

@@ -87,11 +87,36 @@ def roles_and_users(users: list[tuple[str, str, str]]) -> dict[str, str]:
     return passwords
 
 
+def import_bundle(path: Path, owner: str) -> None:
+    """Import (and overwrite) the database, datasets, charts and dashboards.
+
+    ``superset import-dashboards`` never overwrites existing charts or
+    datasets, so an updated bundle would not take effect; the assets import
+    used by ``/api/v1/assets/import/`` does.
+    """
+    from zipfile import ZipFile
+
+    from flask import g
+    from superset.app import create_app
+
+    app = create_app()
+    with app.app_context():
+        from superset import security_manager as sm
+        from superset.commands.importers.v1.assets import ImportAssetsCommand
+        from superset.commands.importers.v1.utils import get_contents_from_bundle
+
+        g.user = sm.find_user(username=owner)
+        with ZipFile(path) as bundle:
+            contents = get_contents_from_bundle(bundle)
+        ImportAssetsCommand(contents).run()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database", type=Path, required=True)
     parser.add_argument("--lakehouse", required=True)
     parser.add_argument("--extension-dir", type=Path, required=True)
+    parser.add_argument("--bundle", type=Path, help="import bundle (zip) to import")
     parser.add_argument("--user", action="append", default=[],
                         help="username:role[:password] (repeatable)")
     args = parser.parse_args()
@@ -101,6 +126,8 @@ def main() -> int:
         username, role, *rest = spec.split(":", 2)
         users.append((username, role, rest[0] if rest else ""))
     passwords = roles_and_users(users)
+    if args.bundle is not None:
+        import_bundle(args.bundle, owner=users[0][0] if users else "admin")
     print(json.dumps({"views": views, "passwords": passwords}))
     return 0
 

@@ -172,8 +172,17 @@ def _dataset(
     }
 
 
+def _verbose(name: str) -> str | None:
+    """Readable labels: ``picked_dwell_hours`` -> ``Picked dwell (h)``."""
+    if name.endswith("_dwell_hours"):
+        return name.removesuffix("_dwell_hours").replace("_", " ").capitalize() + " dwell (h)"
+    if name.endswith("_at"):
+        return name.removesuffix("_at").replace("_", " ").capitalize() + " at (UTC)"
+    return name.replace("_", " ").capitalize()
+
+
 def _table_columns(spec: TableSpec) -> list[dict[str, Any]]:
-    return [_column(f.name, *_sql_type(f.type)) for f in spec.schema]
+    return [_column(f.name, *_sql_type(f.type), _verbose(f.name)) for f in spec.schema]
 
 
 def datasets() -> dict[str, dict[str, Any]]:
@@ -542,6 +551,10 @@ def charts() -> dict[str, dict[str, Any]]:
                 "order_by_cols": ['["anomaly_count", false]'],
                 "row_limit": 1000,
                 "adhoc_filters": [],
+                "page_length": 25,
+                "column_config": {
+                    c: {"d3NumberFormat": ",.1f"} for c in ORDER_DRILL_COLUMNS if "dwell" in c
+                },
             },
             query={
                 "columns": ORDER_DRILL_COLUMNS,
@@ -570,8 +583,8 @@ ORDER_DRILL_COLUMNS = [
     "packed_dwell_hours",
     "shipped_dwell_hours",
     "anomaly_count",
+    # The kinds read as reasons; the full flags (JSON, long) stay in the dataset.
     "anomaly_kinds",
-    "anomaly_flags",
 ]
 
 CHARTS = charts
@@ -581,7 +594,7 @@ CHARTS = charts
 
 
 def _position(
-    title: str, rows: list[list[tuple[str, int]]], all_charts: dict[str, Any]
+    title: str, rows: list[list[tuple[str, int]]], all_charts: dict[str, Any], height: int = 50
 ) -> dict[str, Any]:
     position: dict[str, Any] = {
         "DASHBOARD_VERSION_KEY": "v2",
@@ -609,7 +622,7 @@ def _position(
                 "parents": ["ROOT_ID", "GRID_ID", row_id],
                 "meta": {
                     "width": width,
-                    "height": 50,
+                    "height": height,
                     "chartId": 0,
                     "uuid": all_charts[name]["uuid"],
                     "sliceName": name,
@@ -673,11 +686,12 @@ def dashboards() -> dict[str, dict[str, Any]]:
     ]
     drill = [[("Orders: lifecycle and dwell times", 12)]]
     out = {}
-    for slug, title, rows, dataset, time_col, value_col, label in (
+    for slug, title, rows, height, dataset, time_col, value_col, label in (
         (
             "fulfilment-health",
             "Fulfilment Health",
             executive,
+            50,
             "health_metrics",
             "window_start",
             "dimension_value",
@@ -687,6 +701,7 @@ def dashboards() -> dict[str, dict[str, Any]]:
             "order-drill-down",
             "Order drill-down",
             drill,
+            150,
             "order_lifecycle",
             "order_created_at",
             "warehouse_id",
@@ -702,7 +717,7 @@ def dashboards() -> dict[str, dict[str, Any]]:
             "certification_details": None,
             "published": True,
             "uuid": _uuid(f"dashboard:{slug}"),
-            "position": _position(title, rows, all_charts),
+            "position": _position(title, rows, all_charts, height),
             "metadata": {
                 "color_scheme": "supersetColors",
                 "refresh_frequency": 300,

@@ -260,3 +260,37 @@ def _wait(condition: Any, timeout: float = 60) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting for the browser"
         time.sleep(0.5)
+
+
+def test_newly_published_data_shows_without_reimporting(superset: dict[str, Any]) -> None:
+    """The views read each table's current Delta version: publish, then query again."""
+    from datetime import timedelta
+
+    from lakehouse.publication import Publisher
+    from lakehouse.tables import HEALTH_METRICS_STAGING
+    from lakehouse.writer import Chunk, DeltaWriter
+
+    root = str(superset["lakehouse"])
+    table = read_table(root, HEALTH_METRICS)
+    rows = [
+        r
+        for r in table.to_pylist()
+        if r["window_size"] == "1d" and r["dimension"] == "all" and r["is_final"]
+    ]
+    newest = max(rows, key=lambda r: r["window_start"])
+    new_day = {c: newest[c] for c in HEALTH_METRICS_STAGING.schema.names}
+    new_day.update(
+        window_start=newest["window_start"] + timedelta(days=30),
+        window_end=newest["window_end"] + timedelta(days=30),
+        health_index=42.0,
+    )
+    DeltaWriter(root, HEALTH_METRICS_STAGING).upsert([Chunk({"test/0": 1}, [new_day])])
+    (run,) = Publisher(root).run_all()
+    assert run.outcome in ("passed", "warning")
+
+    api = Api(superset["base"], "admin", superset["passwords"]["admin"])
+    chart_id = _chart_ids(api)["Fulfilment health index (company)"]
+    status, body = api.call("GET", f"/api/v1/chart/{chart_id}/data/?force=true")
+    assert status == 200, body
+    points = sorted(body["result"][0]["data"], key=lambda row: row["window_start"])
+    assert points[-1]["health_index"] == 42.0

@@ -411,9 +411,7 @@ def superset(
     ] = True,
 ) -> None:
     """Install (if needed), initialise and serve Superset over the published tables."""
-    import urllib.request
-
-    from orderhealth.superset_cmd import SupersetError, bootstrap
+    from orderhealth.superset_cmd import SupersetError, bootstrap, wait_healthy
     from orderhealth.superset_cmd import serve as start
 
     root = resolve_root(lakehouse)
@@ -440,19 +438,10 @@ def superset(
     url = f"http://127.0.0.1:{port}"
     try:
         with console.status(f"Starting Superset on {url} ..."):
-            deadline = time.monotonic() + 180
-            while True:
-                if process.poll() is not None:
-                    raise CliError(f"Superset exited; see {setup.home / 'superset.log'}")
-                try:
-                    with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
-                        if reply.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise CliError(f"Superset did not answer on {url}/health within 3 minutes")
-                time.sleep(1)
+            try:
+                wait_healthy(process, url, setup.home / "superset.log", timeout_s=180)
+            except SupersetError as err:
+                raise CliError(str(err).splitlines()[0]) from err
         console.print(f"Superset is up: [bold]{url}[/]  (Ctrl-C to stop)")
         process.wait()
     except KeyboardInterrupt:

@@ -502,15 +502,7 @@ def charts() -> dict[str, dict[str, Any]]:
             "health_movers",
             form={
                 "query_mode": "raw",
-                "all_columns": [
-                    "dimension",
-                    "dimension_value",
-                    "day",
-                    "health_index",
-                    "previous_index",
-                    "index_change",
-                    "on_time_rate",
-                ],
+                "all_columns": MOVERS_COLUMNS,
                 "order_by_cols": ['["index_change", true]'],
                 "adhoc_filters": _where(
                     "index_change IS NOT NULL",
@@ -525,15 +517,7 @@ def charts() -> dict[str, dict[str, Any]]:
                 },
             },
             query={
-                "columns": [
-                    "dimension",
-                    "dimension_value",
-                    "day",
-                    "health_index",
-                    "previous_index",
-                    "index_change",
-                    "on_time_rate",
-                ],
+                "columns": MOVERS_COLUMNS,
                 "metrics": [],
                 "orderby": [["index_change", True]],
                 "row_limit": 10,
@@ -568,6 +552,16 @@ def charts() -> dict[str, dict[str, Any]]:
     ]
     return {c["slice_name"]: c for c in out}
 
+
+MOVERS_COLUMNS = [
+    "dimension",
+    "dimension_value",
+    "day",
+    "health_index",
+    "previous_index",
+    "index_change",
+    "on_time_rate",
+]
 
 ORDER_DRILL_COLUMNS = [
     "order_id",

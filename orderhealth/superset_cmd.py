@@ -14,6 +14,8 @@ import os
 import secrets
 import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -191,6 +193,26 @@ def serve(setup: SupersetSetup, port: int) -> subprocess.Popen[bytes]:
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
     )
+
+
+def wait_healthy(
+    process: subprocess.Popen[bytes], url: str, log: Path, timeout_s: float = 300
+) -> None:
+    """Wait until ``url/health`` answers 200; raise with the log's tail if Superset dies."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise SupersetError(f"Superset exited (code {process.returncode}); see {log}\n{tail}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise SupersetError(f"Superset did not answer on {url}/health in {timeout_s:.0f} s")
+        time.sleep(1)
 
 
 if __name__ == "__main__":  # pragma: no cover - manual use

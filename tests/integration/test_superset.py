@@ -27,7 +27,7 @@ from lakehouse.reader import read_table
 from lakehouse.tables import HEALTH_METRICS
 from orderhealth.generator import GeneratorConfig
 from orderhealth.superset_bundle import charts, dashboards
-from orderhealth.superset_cmd import bootstrap, serve
+from orderhealth.superset_cmd import bootstrap, serve, wait_healthy
 from tests.integration.conftest import Kafka, load_topic, run_to_end
 
 pytestmark = pytest.mark.integration
@@ -97,17 +97,7 @@ def superset(broker: Kafka, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     port = _free_port()
     process = serve(setup, port)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while True:
-        assert process.poll() is None, (home / "superset.log").read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=2) as reply:
-                if reply.status == 200:
-                    break
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, "Superset did not start"
-        time.sleep(1)
+    wait_healthy(process, base, home / "superset.log")
     try:
         yield {"base": base, "passwords": passwords, "lakehouse": lakehouse, "home": home}
     finally:

@@ -26,7 +26,15 @@ import yaml
 
 from lakehouse.tables import HEALTH_METRICS, ORDER_LIFECYCLE, TableSpec
 
-__all__ = ["BUNDLE_DIR", "CHARTS", "bundle_files", "bundle_zip", "write_bundle"]
+__all__ = [
+    "BUNDLE_DIR",
+    "bundle_files",
+    "bundle_zip",
+    "charts",
+    "dashboards",
+    "datasets",
+    "write_bundle",
+]
 
 BUNDLE_DIR = Path(__file__).resolve().parents[1] / "superset" / "bundle"
 DATABASE_PLACEHOLDER = "{{ORDERHEALTH_DUCKDB}}"
@@ -580,8 +588,6 @@ ORDER_DRILL_COLUMNS = [
     # The kinds read as reasons; the full flags (JSON, long) stay in the dataset.
     "anomaly_kinds",
 ]
-
-CHARTS = charts
 
 
 # -- dashboards -------------------------------------------------------------------------

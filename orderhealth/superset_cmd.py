@@ -13,7 +13,6 @@ import hashlib
 import os
 import secrets
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -213,7 +212,3 @@ def wait_healthy(
         if time.monotonic() > deadline:
             raise SupersetError(f"Superset did not answer on {url}/health in {timeout_s:.0f} s")
         time.sleep(1)
-
-
-if __name__ == "__main__":  # pragma: no cover - manual use
-    print(bootstrap(sys.argv[1], Path(sys.argv[2])))

@@ -16,7 +16,7 @@ from dataflows.settings import DEFAULT_CONFIG_PATH
 from lakehouse.reader import read_table
 from lakehouse.tables import BRONZE_EVENTS
 from orderhealth.generator import GeneratorConfig
-from tests.integration.conftest import Kafka, load_topic
+from tests.integration.conftest import Kafka, load_topic, run_command
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -39,19 +39,7 @@ def test_pick_to_pack_plugin_flows_from_kafka_to_the_metrics_table(
         "ORDERHEALTH_HEALTH_CONFIG": str(config),
     }
     run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "orderhealth",
-            "run",
-            "--once",
-            "--bootstrap-servers",
-            broker.bootstrap_servers,
-            "--topic",
-            topic,
-            "--lakehouse",
-            str(lakehouse),
-        ],
+        run_command(broker, topic, lakehouse),
         env=env,
         capture_output=True,
         text=True,

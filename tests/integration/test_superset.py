@@ -70,7 +70,8 @@ class Api:
         """POST a multipart form (what the UI's import dialog sends)."""
         boundary = secrets.token_hex(16)
         parts = [
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
+            f"{value}\r\n".encode()
             for name, value in fields.items()
         ]
         parts.append(

@@ -45,6 +45,7 @@ __all__ = [
     "WindowTotals",
     "components_markdown",
     "compute_components",
+    "nearest_rank",
 ]
 
 
@@ -379,13 +380,21 @@ def _mean_hours(total: str, count: str) -> Callable[[WindowTotals], float | None
     return compute
 
 
-def _p90_hours(fact: str) -> Callable[[WindowTotals], float | None]:
+def nearest_rank(values: Sequence[int] | Sequence[float], q: float) -> int | float | None:
+    """The q-quantile of ascending ``values`` by the nearest-rank method (None if empty).
+
+    Nearest rank returns an observed value, so a bank re-deriving a percentile
+    from the order-level evidence gets exactly the published figure.
+    """
+    if not values:
+        return None
+    return values[max(math.ceil(q * len(values)), 1) - 1]
+
+
+def _percentile_hours(fact: str, q: float) -> Callable[[WindowTotals], float | None]:
     def compute(w: WindowTotals) -> float | None:
-        values = w.values.get(fact, ())
-        if not values:
-            return None
-        rank = math.ceil(0.9 * len(values))  # nearest rank
-        return values[rank - 1] / US_PER_HOUR
+        value = nearest_rank(w.values.get(fact, ()), q)
+        return None if value is None else value / US_PER_HOUR
 
     return compute
 
@@ -425,7 +434,19 @@ COMPONENTS: tuple[Component, ...] = (
         "promise_deviation_hours_p90",
         "hours",
         "90th percentile (nearest rank) of delivered_at - first promise, same orders",
-        _p90_hours("deviation"),
+        _percentile_hours("deviation", 0.9),
+    ),
+    Component(
+        "promise_deviation_hours_p50",
+        "hours",
+        "median (nearest rank) of delivered_at - first promise, same orders (not scored)",
+        _percentile_hours("deviation", 0.5),
+    ),
+    Component(
+        "promise_deviation_hours_p99",
+        "hours",
+        "99th percentile (nearest rank) of delivered_at - first promise, same orders (not scored)",
+        _percentile_hours("deviation", 0.99),
     ),
     Component(
         "anomaly_rate",

@@ -16,6 +16,13 @@ deterministically (same rows, same history) and writes only the run.
 
 The published table is a MERGE by key, so it changes atomically per batch and
 keeps its last good state when a batch is quarantined.
+
+Each batch also yields the daily promise-fulfilment facts finance reports on
+(:mod:`dataflows.fulfilment`: its day-long rows re-expressed).  They are
+validated by their own suite in the same run; a critical failure in either
+suite quarantines the whole batch, so ``gold/health_metrics`` and
+``gold/promise_fulfilment`` never disagree about what passed.  Write order:
+published metrics, published facts, then one run record per suite.
 """
 
 from __future__ import annotations
@@ -33,11 +40,13 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dataflows.fulfilment import fulfilment_facts
 from lakehouse.reader import read_table
 from lakehouse.tables import (
     HEALTH_METRICS,
     HEALTH_METRICS_STAGING,
     METRIC_COLUMNS,
+    PROMISE_FULFILMENT,
     QUARANTINE,
     QUARANTINE_ACTIONS,
     VALIDATION_RUNS,
@@ -60,6 +69,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SUITE = "health_metrics"
+FULFILMENT_SUITE = "promise_fulfilment"
 _UPSERTED = ("insert", "update_postimage")
 
 
@@ -104,6 +114,11 @@ def _batch_id(first: int, last: int) -> str:
     return f"{SUITE}@{first}-{last}"
 
 
+def fulfilment_run_id(batch_id: str) -> str:
+    """The run id of the promise_fulfilment suite over a batch."""
+    return f"vr-{FULFILMENT_SUITE}:{batch_id}"
+
+
 class Publisher:
     """Gates staging batches of one lakehouse and publishes or quarantines them."""
 
@@ -121,10 +136,12 @@ class Publisher:
         self.root = root
         self.staging = writer(HEALTH_METRICS_STAGING)
         self.published = writer(HEALTH_METRICS)
+        self.fulfilment = writer(PROMISE_FULFILMENT)
         self.quarantine = writer(QUARANTINE)
         self.runs = writer(VALIDATION_RUNS)
         self.stream = f"gate:{SUITE}"
         self._gate = gate
+        self._fulfilment_gate: QualityGate | None = None
         self._recent: list[int] | None = None
 
     @property
@@ -135,11 +152,19 @@ class Publisher:
             self._gate = load_gate(SUITE)
         return self._gate
 
+    @property
+    def fulfilment_gate(self) -> QualityGate:
+        if self._fulfilment_gate is None:
+            from quality.gate import load_gate
+
+            self._fulfilment_gate = load_gate(FULFILMENT_SUITE)
+        return self._fulfilment_gate
+
     def prepare(self) -> None:
-        """Create the tables and build the gate now rather than on the first batch."""
-        for writer in (self.staging, self.published, self.quarantine, self.runs):
+        """Create the tables and build the gates now rather than on the first batch."""
+        for writer in (self.staging, self.published, self.fulfilment, self.quarantine, self.runs):
             writer.table()
-        _ = self.gate
+        _ = self.gate, self.fulfilment_gate
 
     # -- what is pending --------------------------------------------------------
     def pending(self) -> tuple[int, int] | None:
@@ -147,6 +172,7 @@ class Publisher:
         gated = self.runs.committed([self.stream])[self.stream]
         written = max(
             self.published.committed([self.stream])[self.stream],
+            self.fulfilment.committed([self.stream])[self.stream],
             self.quarantine.committed([self.stream])[self.stream],
         )
         # A crash after publishing but before recording the run: redo that range.
@@ -216,14 +242,21 @@ class Publisher:
         verdict = self.gate.validate(frame, self.recent_row_counts())
         batch_id = _batch_id(first, last)
         run_id = f"vr-{batch_id}"
+        facts = fulfilment_facts(batch, carry=["staging_version"])
+        fact_verdict = (
+            self.fulfilment_gate.validate(facts.drop_columns(["staging_version"]).to_pandas(), [])
+            if facts.num_rows
+            else None
+        )
+        failed = verdict.failed + (fact_verdict.failed if fact_verdict else ())
+        outcome = _worst(verdict.outcome, fact_verdict.outcome if fact_verdict else "passed")
         now = datetime.now(UTC)
-        if verdict.outcome == "quarantined":
-            failed = json.dumps([msgspec.to_builtins(f) for f in verdict.failed])
+        if outcome == "quarantined":
             extra = {
                 "batch_id": batch_id,
                 "source_table": HEALTH_METRICS_STAGING.path,
                 "validation_run_id": run_id,
-                "failed_expectations": failed,
+                "failed_expectations": json.dumps([msgspec.to_builtins(f) for f in failed]),
                 "quarantined_at": now,
             }
             self.quarantine.append_once(
@@ -242,25 +275,45 @@ class Publisher:
                 version=last,
                 newer_column="staging_version",
             )
-        self.runs.append_once(
-            [_run_row(verdict, run_id, batch_id, first, last, now)],
-            stream=self.stream,
-            version=last,
-        )
+            if fact_verdict is not None:
+                self._publish_facts(facts, fact_verdict, batch_id, last)
+        run_rows = [_run_row(verdict, run_id, batch_id, first, last, now)]
+        if fact_verdict is not None:
+            run_rows.append(
+                _run_row(fact_verdict, fulfilment_run_id(batch_id), batch_id, first, last, now)
+            )
+        self.runs.append_once(run_rows, stream=self.stream, version=last)
         self.recent_row_counts().append(verdict.row_count)
         run = GateRun(
             run_id=run_id,
             batch_id=batch_id,
-            outcome=verdict.outcome,
+            outcome=outcome,
             row_count=verdict.row_count,
-            failed=tuple(f.describe() for f in verdict.failed),
+            failed=tuple(f.describe() for f in failed),
             duration_ms=verdict.duration_ms,
             first_version=first,
             last_version=last,
         )
-        level = logging.WARNING if verdict.failed else logging.INFO
+        level = logging.WARNING if failed else logging.INFO
         log.log(level, "gate %s: %s (%d rows) %s", batch_id, run.outcome, run.row_count, run.failed)
         return run
+
+    def _publish_facts(
+        self, facts: pa.Table, verdict: GateVerdict, batch_id: str, version: int
+    ) -> None:
+        warnings = ",".join(sorted({f.expectation for f in verdict.warnings})) or None
+        extra = {
+            "validation_run_id": fulfilment_run_id(batch_id),
+            "batch_id": batch_id,
+            "quality_status": verdict.outcome,
+            "quality_warnings": warnings,
+        }
+        self.fulfilment.merge_once(
+            _with_columns(facts, extra, PROMISE_FULFILMENT.schema),
+            stream=self.stream,
+            version=version,
+            newer_column="staging_version",
+        )
 
     def run_all(self, on_run: Callable[[GateRun], None] | None = None) -> list[GateRun]:
         """Run until nothing is pending (normally once; twice after a crash)."""
@@ -278,6 +331,13 @@ _BATCH_SCHEMA = pa.schema(
     [*HEALTH_METRICS_STAGING.schema, pa.field("staging_version", pa.int64(), False)]
 )
 _EMPTY_BATCH = _BATCH_SCHEMA.empty_table()
+
+
+_SEVERITY = {"passed": 0, "warning": 1, "quarantined": 2}
+
+
+def _worst(a: str, b: str) -> str:
+    return a if _SEVERITY[a] >= _SEVERITY[b] else b
 
 
 def _with_columns(batch: pa.Table, constants: dict[str, Any], schema: pa.Schema) -> pa.Table:
@@ -434,6 +494,7 @@ def _release(root: str, batch_id: str, *, actor: str, reason: str, pipeline_id: 
 
     Rows are marked ``quality_status = released`` and keep the failing run's
     id; a row already published from a newer staging commit is not replaced.
+    The batch's daily promise-fulfilment facts are released with it.
     """
     if not reason.strip():
         raise QuarantineError("a reason is required: it goes into the audit record")
@@ -453,9 +514,26 @@ def _release(root: str, batch_id: str, *, actor: str, reason: str, pipeline_id: 
         for key, row in latest.items()
         if all(k is not None for k in key)  # a null key cannot be published
     ]
+    stream = f"release:{batch_id}"
     DeltaWriter(root, HEALTH_METRICS, pipeline_id=pipeline_id).merge_once(
-        published, stream=f"release:{batch_id}", version=0, newer_column="staging_version"
+        published, stream=stream, version=0, newer_column="staging_version"
     )
+    if published:
+        metrics = pa.Table.from_pylist(published, schema=HEALTH_METRICS.schema)
+        facts = fulfilment_facts(metrics, carry=["staging_version"])
+        if facts.num_rows:
+            extra = {
+                "validation_run_id": rows[0]["validation_run_id"],
+                "batch_id": batch_id,
+                "quality_status": "released",
+                "quality_warnings": "released from quarantine",
+            }
+            DeltaWriter(root, PROMISE_FULFILMENT, pipeline_id=pipeline_id).merge_once(
+                _with_columns(facts, extra, PROMISE_FULFILMENT.schema),
+                stream=stream,
+                version=0,
+                newer_column="staging_version",
+            )
     _audit(root, batch_id, "released", actor, reason, len(published), pipeline_id)
     return len(published)
 

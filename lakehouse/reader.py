@@ -23,11 +23,16 @@ from lakehouse.tables import (
     table_uri,
 )
 
-__all__ = ["PipelineCounts", "latest_health", "pipeline_counts", "read_table"]
+__all__ = ["PipelineCounts", "latest_health", "pipeline_counts", "read_table", "table_version"]
 
 
 def read_table(
-    root: str, spec: TableSpec, columns: list[str] | None = None, where: str | None = None
+    root: str,
+    spec: TableSpec,
+    columns: list[str] | None = None,
+    where: str | None = None,
+    *,
+    version: int | None = None,
 ) -> pa.Table:
     """The table's current version as Arrow (empty with its schema if missing).
 
@@ -36,17 +41,28 @@ def read_table(
     pyarrow filesystem whose threads abort the interpreter at exit about half
     the time with deltalake 1.6 ("terminate called without an active
     exception", delta-io/delta-rs#2184).  ``where`` is a SQL condition
-    (DataFusion dialect) pushed down to the scan.
+    (DataFusion dialect) pushed down to the scan; ``version`` reads an older
+    snapshot (the credit reports pin the versions they cite).
     """
     schema = pa.schema([spec.schema.field(c) for c in columns]) if columns else spec.schema
     try:
-        table = DeltaTable(table_uri(root, spec))
+        table = DeltaTable(table_uri(root, spec), version=version)
     except TableNotFoundError:
+        if version is not None:
+            raise
         return schema.empty_table()
     selected = ", ".join(f'"{name}"' for name in schema.names)
     sql = f"SELECT {selected} FROM t" + (f" WHERE {where}" if where else "")
     result = QueryBuilder().register("t", table).execute(sql).read_all()
     return pa.table(result).cast(schema)
+
+
+def table_version(root: str, spec: TableSpec) -> int | None:
+    """The table's current version, or None when it does not exist yet."""
+    try:
+        return DeltaTable(table_uri(root, spec)).version()
+    except TableNotFoundError:
+        return None
 
 
 class PipelineCounts(dict[str, Any]):

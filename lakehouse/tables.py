@@ -22,10 +22,13 @@ from schemas.events import ALL_EVENT_TYPES
 __all__ = [
     "BRONZE_EVENTS",
     "DEAD_LETTER",
+    "FULFILMENT_COLUMNS",
+    "FULFILMENT_KEYS",
     "HEALTH_METRICS",
     "HEALTH_METRICS_STAGING",
     "METRIC_COLUMNS",
     "ORDER_LIFECYCLE",
+    "PROMISE_FULFILMENT",
     "QUARANTINE",
     "QUARANTINE_ACTIONS",
     "TABLES",
@@ -231,6 +234,50 @@ HEALTH_METRICS = TableSpec(
     schema=pa.schema([*_METRIC_FIELDS, *_PUBLICATION_FIELDS]),
 )
 
+#: Key of a daily promise-fulfilment fact: the UTC day and the subject (a dimension).
+FULFILMENT_KEYS = ("day", "subject_type", "subject_id")
+# Per subject per day: the 1-day metric windows re-expressed as finance facts
+# (dataflows/fulfilment.py derives them; the gate publishes them).
+_FULFILMENT_FIELDS = [
+    pa.field("day", pa.date32(), False),
+    # A dimension of health.toml ("all" = the whole company) and its value.
+    pa.field("subject_type", pa.string(), False),
+    pa.field("subject_id", pa.string(), False),
+    pa.field("is_final", pa.bool_(), False),
+    # Promises that came due (kept or late, at their resolution time) or were
+    # withdrawn (cancelled before resolving) that day: promised = kept + late + cancelled.
+    pa.field("promised", pa.int64(), False),
+    pa.field("kept", pa.int64(), False),
+    pa.field("late", pa.int64(), False),
+    pa.field("cancelled", pa.int64(), False),
+    pa.field("kept_rate", pa.float64()),
+    # Deviation (delivered - first promise) over orders delivered that day.
+    pa.field("delivered", pa.int64(), False),
+    pa.field("deviation_us_sum", pa.int64(), False),
+    pa.field("deviation_hours_avg", pa.float64()),
+    pa.field("deviation_hours_p50", pa.float64()),
+    pa.field("deviation_hours_p90", pa.float64()),
+    pa.field("deviation_hours_p99", pa.float64()),
+]
+FULFILMENT_COLUMNS: tuple[str, ...] = tuple(f.name for f in _FULFILMENT_FIELDS)
+
+PROMISE_FULFILMENT = TableSpec(
+    path="gold/promise_fulfilment",
+    merge_keys=FULFILMENT_KEYS,
+    schema=pa.schema(
+        [
+            *_FULFILMENT_FIELDS,
+            # The gate run of the promise_fulfilment suite that let the row
+            # through, and the staged batch it belonged to.
+            pa.field("validation_run_id", pa.string(), False),
+            pa.field("batch_id", pa.string(), False),
+            pa.field("quality_status", pa.string(), False),
+            pa.field("quality_warnings", pa.string()),
+            pa.field("staging_version", pa.int64(), False),
+        ]
+    ),
+)
+
 QUARANTINE = TableSpec(
     path="gold/quarantine",
     schema=pa.schema(
@@ -295,6 +342,7 @@ TABLES: tuple[TableSpec, ...] = (
     ORDER_LIFECYCLE,
     HEALTH_METRICS_STAGING,
     HEALTH_METRICS,
+    PROMISE_FULFILMENT,
     QUARANTINE,
     VALIDATION_RUNS,
     QUARANTINE_ACTIONS,

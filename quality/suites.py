@@ -19,12 +19,21 @@ from pathlib import Path
 from typing import Any
 
 from dataflows.metrics import COMPONENTS, MEASURES
-from lakehouse.tables import HEALTH_METRICS_STAGING
+from dataflows.settings import KNOWN_DIMENSIONS
+from lakehouse.tables import FULFILMENT_KEYS, HEALTH_METRICS_STAGING
 
-__all__ = ["EXPECTATIONS_DIR", "HEALTH_METRICS_SUITE", "health_metrics_suite", "write_suites"]
+__all__ = [
+    "EXPECTATIONS_DIR",
+    "HEALTH_METRICS_SUITE",
+    "PROMISE_FULFILMENT_SUITE",
+    "health_metrics_suite",
+    "promise_fulfilment_suite",
+    "write_suites",
+]
 
 EXPECTATIONS_DIR = Path(__file__).with_name("expectations")
 HEALTH_METRICS_SUITE = "health_metrics"
+PROMISE_FULFILMENT_SUITE = "promise_fulfilment"
 
 CRITICAL = "critical"
 WARNING = "warning"
@@ -140,7 +149,89 @@ def health_metrics_suite() -> dict[str, Any]:
     return {"name": HEALTH_METRICS_SUITE, "expectations": out}
 
 
-SUITES = {HEALTH_METRICS_SUITE: health_metrics_suite}
+def promise_fulfilment_suite() -> dict[str, Any]:
+    """The suite the daily promise-fulfilment facts of every batch must pass.
+
+    These facts are what finance signs and hands to a bank, so anything that
+    cannot be true of a day's promises quarantines the whole batch.
+    """
+    keys = list(FULFILMENT_KEYS)
+    out = [
+        _expectation(
+            "expect_column_values_to_not_be_null",
+            CRITICAL,
+            f"`{key}` is part of the fact's key.",
+            column=key,
+        )
+        for key in keys
+    ]
+    out.append(
+        _expectation(
+            "expect_compound_columns_to_be_unique",
+            CRITICAL,
+            "One fact per subject and day; a duplicate would be counted twice in a report.",
+            column_list=keys,
+        )
+    )
+    out.append(
+        _expectation(
+            "expect_column_values_to_be_in_set",
+            CRITICAL,
+            "A subject type is a known dimension (dataflows/dimensions.py).",
+            column="subject_type",
+            value_set=list(KNOWN_DIMENSIONS),
+        )
+    )
+    for column in ("promised", "kept", "late", "cancelled", "delivered"):
+        out.append(
+            _expectation(
+                "expect_column_values_to_be_between",
+                CRITICAL,
+                f"`{column}` counts orders: never negative.",
+                column=column,
+                min_value=0,
+            )
+        )
+    for part in ("kept", "late", "cancelled"):
+        out.append(
+            _expectation(
+                "expect_column_pair_values_a_to_be_greater_than_b",
+                CRITICAL,
+                f"`{part}` promises are a subset of the promises that came due.",
+                column_A="promised",
+                column_B=part,
+                or_equal=True,
+            )
+        )
+    out.append(
+        _expectation(
+            "expect_column_values_to_be_between",
+            CRITICAL,
+            "The kept rate is kept / (kept + late).",
+            column="kept_rate",
+            min_value=0.0,
+            max_value=1.0,
+        )
+    )
+    for low, high in (("p50", "p90"), ("p90", "p99")):
+        out.append(
+            _expectation(
+                "expect_column_pair_values_a_to_be_greater_than_b",
+                CRITICAL,
+                f"Percentiles of one distribution are ordered: {low} <= {high}.",
+                column_A=f"deviation_hours_{high}",
+                column_B=f"deviation_hours_{low}",
+                or_equal=True,
+                ignore_row_if="either_value_is_missing",
+            )
+        )
+    return {"name": PROMISE_FULFILMENT_SUITE, "expectations": out}
+
+
+SUITES = {
+    HEALTH_METRICS_SUITE: health_metrics_suite,
+    PROMISE_FULFILMENT_SUITE: promise_fulfilment_suite,
+}
 
 
 def suite_path(name: str) -> Path:

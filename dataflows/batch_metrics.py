@@ -24,19 +24,23 @@ from dataflows.timeutil import from_us
 from dataflows.window_metrics import health_index
 from schemas.events import EventType
 
-__all__ = ["batch_metric_rows"]
+__all__ = ["batch_metric_rows", "order_outcomes"]
 
 _TYPE_RANKS = ", ".join(f"('{t.value}', {rank})" for rank, t in enumerate(EventType))
 
 
 def _views(settings: HealthSettings, include_late: bool) -> list[str]:
+    return _outcome_views(settings, include_late) + _anomaly_views(settings)
+
+
+def _outcome_views(settings: HealthSettings, include_late: bool) -> list[str]:
+    """Events, orders, stages, routing/carrier timelines and the outcome rule."""
     stage_ranks = ", ".join(f"('{s.value}', {i})" for i, s in enumerate(settings.stage_order))
     slas = (
         ", ".join(f"('{s.value}', {us})" for s, us in settings.stage_sla_us.items())
         or "(NULL, NULL)"
     )
     lateness = settings.allowed_lateness_us
-    o = settings.outliers
     late_filter = "" if include_late else "AND NOT is_late"
     return [
         f"CREATE TEMP TABLE type_rank AS "
@@ -112,6 +116,13 @@ def _views(settings: HealthSettings, include_late: bool) -> list[str]:
             CASE WHEN cancelled_t IS NOT NULL AND (res_t IS NULL OR cancelled_t < res_t)
                  THEN cancelled_t ELSE res_t END AS resolved_t
         FROM resolved""",
+    ]
+
+
+def _anomaly_views(settings: HealthSettings) -> list[str]:
+    """Dwells, SLA transitions, outlier baselines and anomaly flags."""
+    o = settings.outliers
+    return [
         # Completed stages: ended by the first later-canonical stage at or after them.
         """CREATE TEMP TABLE dwells AS
         SELECT a.order_id, a.stage, a.stage_t AS start_t, min(b.stage_t) AS end_t,
@@ -200,6 +211,76 @@ def batch_metric_rows(
         con.close()
 
 
+def _dimension_sql(at: str) -> dict[str, str]:
+    """Each dimension's value at time ``at`` (SQL), as dataflows.dimensions reads it.
+
+    Expects the order as ``o`` and ASOF joins of ``warehouse_changes`` as ``w``
+    and ``carrier_changes`` as ``c`` at ``at``.
+    """
+    attribute = "CASE WHEN {at} >= o.created_t THEN o.{name} END"
+    return {
+        "all": "'all'",
+        "warehouse_id": "w.warehouse_id",
+        "carrier_id": "c.carrier_id",
+        **{
+            name: attribute.format(at=at, name=name)
+            for name in ("region", "channel", "customer_segment", "seller_id")
+        },
+    }
+
+
+def order_outcomes(
+    bronze: pa.Table, settings: HealthSettings, dimension: str, *, include_late: bool = False
+) -> pa.Table:
+    """Per order, its promise outcome and delivery, each with ``dimension``'s value then.
+
+    The order-level evidence behind the daily promise-fulfilment facts, from
+    the batch oracle's own reading of bronze (not the stream's state).  Rows:
+    orders whose promise resolved or was cancelled, and orders delivered.
+    ``outcome_subject`` is the dimension value at the resolution time (null
+    when the order has no outcome), ``delivery_subject`` at delivery (null
+    when the delivery is not a deviation fact).  Times are epoch microseconds.
+    """
+    if dimension not in settings.dimensions:
+        raise ValueError(f"unknown dimension {dimension!r}; enabled: {settings.dimensions}")
+    con = duckdb.connect()
+    try:
+        con.register("bronze", bronze)
+        for statement in _outcome_views(settings, include_late):
+            con.execute(statement)
+        resolved = _dimension_sql("o.resolved_t")[dimension]
+        delivered = _dimension_sql("o.delivered_t")[dimension]
+        return con.execute(
+            f"""WITH outcome AS (
+                SELECT o.order_id, {resolved} AS subject FROM outcomes o
+                ASOF LEFT JOIN warehouse_changes w
+                    ON o.order_id = w.order_id AND o.resolved_t >= w.t
+                ASOF LEFT JOIN carrier_changes c
+                    ON o.order_id = c.order_id AND o.resolved_t >= c.t
+                WHERE o.status IN ('on_time', 'late', 'cancelled')
+                  AND o.created_t <= o.resolved_t
+            ), delivery AS (
+                SELECT o.order_id, {delivered} AS subject FROM outcomes o
+                ASOF LEFT JOIN warehouse_changes w
+                    ON o.order_id = w.order_id AND o.delivered_t >= w.t
+                ASOF LEFT JOIN carrier_changes c
+                    ON o.order_id = c.order_id AND o.delivered_t >= c.t
+                WHERE o.status <> 'cancelled' AND o.created_t <= o.delivered_t
+            )
+            SELECT o.order_id, o.created_t, o.promise_t, o.delivered_t, o.cancelled_t,
+                   CASE WHEN x.order_id IS NOT NULL THEN o.status END AS status,
+                   CASE WHEN x.order_id IS NOT NULL THEN o.resolved_t END AS resolved_t,
+                   x.subject AS outcome_subject, d.subject AS delivery_subject
+            FROM outcomes o
+            LEFT JOIN outcome x USING (order_id)
+            LEFT JOIN delivery d USING (order_id)
+            WHERE x.order_id IS NOT NULL OR d.order_id IS NOT NULL
+            ORDER BY o.order_id"""
+        ).to_arrow_table()
+    finally:
+        con.close()
+
+
 def _aggregate(
     con: duckdb.DuckDBPyConnection, settings: HealthSettings, partitions: int
 ) -> list[dict[str, Any]]:
@@ -207,15 +288,7 @@ def _aggregate(
         f"SELECT '{f.name}' AS fact, order_id, t, value, dims_t FROM ({f.batch_sql})" for f in FACTS
     )
     con.execute(f"CREATE TEMP TABLE facts AS {facts_sql}")
-    dims = {
-        "all": "'all'",
-        "warehouse_id": "w.warehouse_id",
-        "carrier_id": "c.carrier_id",
-        "region": "CASE WHEN f.dims_t >= o.created_t THEN o.region END",
-        "channel": "CASE WHEN f.dims_t >= o.created_t THEN o.channel END",
-        "customer_segment": "CASE WHEN f.dims_t >= o.created_t THEN o.customer_segment END",
-        "seller_id": "CASE WHEN f.dims_t >= o.created_t THEN o.seller_id END",
-    }
+    dims = _dimension_sql("f.dims_t")
     columns = ", ".join(f'{dims[d]} AS "{d}"' for d in settings.dimensions)
     con.execute(
         f"""CREATE TEMP TABLE fact_dims AS

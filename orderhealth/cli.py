@@ -39,6 +39,7 @@ from lakehouse.reader import pipeline_counts
 from lakehouse.tables import HEALTH_METRICS, TABLES, table_uri
 from orderhealth.broker import BrokerError, EmbeddedBroker
 from orderhealth.cli_common import DEFAULT_LAKEHOUSE, CliError, Lakehouse, console, resolve_root
+from orderhealth.credit_cli import ensure_demo_key, register
 from orderhealth.generator import SCENARIOS, GeneratorConfig, generate_messages
 from orderhealth.kafka import (
     KafkaSetupError,
@@ -59,6 +60,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(quality_app)
+register(app)
 _state = {"debug": False}
 Bootstrap = Annotated[
     str | None,
@@ -221,6 +223,13 @@ def demo(
     print_health(console, root)
     print_gate(console, root)
     print_counts(console, pipeline_counts(root), events)
+    key, created = ensure_demo_key()
+    if created:
+        console.print(
+            f"\nGenerated a demo credit-report signing key: {key} (mode 600) and "
+            f"{key.with_name(key.name.removesuffix('.pem') + '.pub.pem')}. Demo only: "
+            "real reports use --signing-key or ORDERHEALTH_SIGNING_KEY_FILE."
+        )
     console.print(f"\nDelta tables are under [bold]{root}[/]:")
     for spec in TABLES:
         console.print(f"  {spec.path:32s} {table_uri(root, spec)}")
@@ -230,6 +239,8 @@ def demo(
         f"print(QueryBuilder().register('m', DeltaTable('{table_uri(root, HEALTH_METRICS)}'))"
         ".execute('SELECT * FROM m LIMIT 5').read_all())\"\n"
         "  see what the quality gate did: orderhealth quality runs / quality list / quality docs\n"
+        "  a signed credit report for a bank: orderhealth credit-report --subject-type "
+        "seller_id --subject-id S001 --out data/credit-report\n"
         "  or stream your own Kafka topic:\n"
         "  orderhealth run --bootstrap-servers HOST:9092 --topic orders"
     )

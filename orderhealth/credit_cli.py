@@ -143,6 +143,7 @@ def credit_report(
         MofNCompleteColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,
     ) as progress:
         task = progress.add_task("credit report", total=_STEPS)
 

@@ -118,7 +118,10 @@ def wilson_interval(kept: int, n: int, z: float = Z95) -> tuple[float, float] | 
     denominator = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denominator
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-    return max(centre - half, 0.0), min(centre + half, 1.0)
+    # At p = 0 or 1 the bound is exactly 0 or 1; rounding would miss it by an ulp.
+    low = 0.0 if kept == 0 else max(centre - half, 0.0)
+    high = 1.0 if kept == n else min(centre + half, 1.0)
+    return low, high
 
 
 def _count(table: pa.Table, outcome: str) -> int:

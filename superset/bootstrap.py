@@ -25,6 +25,7 @@ import duckdb
 #: Published tables Superset may read, as views named after the table.
 VIEWS = {
     "health_metrics": "gold/health_metrics",
+    "promise_fulfilment": "gold/promise_fulfilment",
     "order_lifecycle": "silver/order_lifecycle",
     "validation_runs": "quality/validation_runs",
 }

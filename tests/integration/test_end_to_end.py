@@ -9,13 +9,17 @@ from pathlib import Path
 import pyarrow.compute as pc
 import pytest
 
+from dataflows.fulfilment import fulfilment_facts
 from lakehouse.reader import read_table
 from lakehouse.tables import (
     BRONZE_EVENTS,
     DEAD_LETTER,
+    FULFILMENT_COLUMNS,
+    FULFILMENT_KEYS,
     HEALTH_METRICS,
     HEALTH_METRICS_STAGING,
     ORDER_LIFECYCLE,
+    PROMISE_FULFILMENT,
     QUARANTINE,
     VALIDATION_RUNS,
 )
@@ -159,6 +163,25 @@ def test_every_batch_passed_the_gate_and_published_equals_staging(
     # Every published row names the gate run that let it through.
     assert set(published["validation_run_id"].to_pylist()) <= {r["run_id"] for r in runs}
     assert sum(r["row_count"] for r in runs) >= published.num_rows
+
+
+def test_daily_promise_facts_are_the_published_day_rows_and_cite_their_runs(
+    outage_run: tuple[str, Path],
+) -> None:
+    _, root = outage_run
+    published = sorted_table(root, HEALTH_METRICS)
+    expected = fulfilment_facts(published).sort_by([(k, "ascending") for k in FULFILMENT_KEYS])
+    facts = sorted_table(root, PROMISE_FULFILMENT)
+    assert facts.num_rows == expected.num_rows > 0
+    assert facts.select(list(FULFILMENT_COLUMNS)).equals(expected)
+    runs = {
+        r["run_id"]: r
+        for r in read_table(str(root), VALIDATION_RUNS).to_pylist()
+        if r["suite"] == "promise_fulfilment"
+    }
+    for row in facts.select(["validation_run_id", "batch_id"]).to_pylist():
+        run = runs[row["validation_run_id"]]
+        assert run["batch_id"] == row["batch_id"] and run["success"]
 
 
 def test_record_rule_counts_reconcile_with_the_tables(outage_run: tuple[str, Path]) -> None:

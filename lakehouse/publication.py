@@ -263,20 +263,16 @@ class Publisher:
                 _with_columns(batch, extra, QUARANTINE.schema), stream=self.stream, version=last
             )
         else:
-            warnings = ",".join(sorted({f.expectation for f in verdict.warnings})) or None
-            extra = {
-                "validation_run_id": run_id,
-                "quality_status": verdict.outcome,
-                "quality_warnings": warnings,
-            }
-            self.published.merge_once(
-                _with_columns(batch, extra, HEALTH_METRICS.schema),
-                stream=self.stream,
-                version=last,
-                newer_column="staging_version",
-            )
+            self._publish(self.published, batch, verdict, last, validation_run_id=run_id)
             if fact_verdict is not None:
-                self._publish_facts(facts, fact_verdict, batch_id, last)
+                self._publish(
+                    self.fulfilment,
+                    facts,
+                    fact_verdict,
+                    last,
+                    validation_run_id=fulfilment_run_id(batch_id),
+                    batch_id=batch_id,
+                )
         run_rows = [_run_row(verdict, run_id, batch_id, first, last, now)]
         if fact_verdict is not None:
             run_rows.append(
@@ -298,18 +294,14 @@ class Publisher:
         log.log(level, "gate %s: %s (%d rows) %s", batch_id, run.outcome, run.row_count, run.failed)
         return run
 
-    def _publish_facts(
-        self, facts: pa.Table, verdict: GateVerdict, batch_id: str, version: int
+    def _publish(
+        self, writer: DeltaWriter, rows: pa.Table, verdict: GateVerdict, version: int, **ids: str
     ) -> None:
+        """MERGE gate-passed rows with their run id and quality flag."""
         warnings = ",".join(sorted({f.expectation for f in verdict.warnings})) or None
-        extra = {
-            "validation_run_id": fulfilment_run_id(batch_id),
-            "batch_id": batch_id,
-            "quality_status": verdict.outcome,
-            "quality_warnings": warnings,
-        }
-        self.fulfilment.merge_once(
-            _with_columns(facts, extra, PROMISE_FULFILMENT.schema),
+        extra = dict(ids, quality_status=verdict.outcome, quality_warnings=warnings)
+        writer.merge_once(
+            _with_columns(rows, extra, writer.spec.schema),
             stream=self.stream,
             version=version,
             newer_column="staging_version",

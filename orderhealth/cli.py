@@ -60,7 +60,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(quality_app)
-register(app)
 _state = {"debug": False}
 Bootstrap = Annotated[
     str | None,
@@ -486,6 +485,10 @@ def broker(
             pass
     finally:
         embedded.stop()
+
+
+# Registered after the commands above so that --help lists them in workflow order.
+register(app)
 
 
 def _expected_cause(err: BaseException) -> BaseException | None:

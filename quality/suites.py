@@ -56,26 +56,31 @@ def _expectation(kind: str, severity: str, why: str, **kwargs: Any) -> dict[str,
     }
 
 
-def health_metrics_suite() -> dict[str, Any]:
-    """The suite every ``gold/health_metrics_staging`` batch must pass."""
-    keys = list(HEALTH_METRICS_STAGING.merge_keys or ())
+def _key_expectations(keys: list[str], null_why: str, unique_why: str) -> list[dict[str, Any]]:
+    """Every key column present, and the key unique (both critical)."""
     out = [
         _expectation(
             "expect_column_values_to_not_be_null",
             CRITICAL,
-            f"`{key}` is part of the row key; a null key cannot be published or joined.",
+            f"`{key}` is part of the {null_why}",
             column=key,
         )
         for key in keys
     ]
     out.append(
-        _expectation(
-            "expect_compound_columns_to_be_unique",
-            CRITICAL,
-            "One row per window and dimension value; a duplicate would double-count "
-            "in every dashboard aggregate.",
-            column_list=keys,
-        )
+        _expectation("expect_compound_columns_to_be_unique", CRITICAL, unique_why, column_list=keys)
+    )
+    return out
+
+
+def health_metrics_suite() -> dict[str, Any]:
+    """The suite every ``gold/health_metrics_staging`` batch must pass."""
+    keys = list(HEALTH_METRICS_STAGING.merge_keys or ())
+    out = _key_expectations(
+        keys,
+        "row key; a null key cannot be published or joined.",
+        "One row per window and dimension value; a duplicate would double-count "
+        "in every dashboard aggregate.",
     )
     out.append(
         _expectation(
@@ -155,23 +160,10 @@ def promise_fulfilment_suite() -> dict[str, Any]:
     These facts are what finance signs and hands to a bank, so anything that
     cannot be true of a day's promises quarantines the whole batch.
     """
-    keys = list(FULFILMENT_KEYS)
-    out = [
-        _expectation(
-            "expect_column_values_to_not_be_null",
-            CRITICAL,
-            f"`{key}` is part of the fact's key.",
-            column=key,
-        )
-        for key in keys
-    ]
-    out.append(
-        _expectation(
-            "expect_compound_columns_to_be_unique",
-            CRITICAL,
-            "One fact per subject and day; a duplicate would be counted twice in a report.",
-            column_list=keys,
-        )
+    out = _key_expectations(
+        list(FULFILMENT_KEYS),
+        "fact's key.",
+        "One fact per subject and day; a duplicate would be counted twice in a report.",
     )
     out.append(
         _expectation(

@@ -169,7 +169,6 @@ def _stability(days: dict[date, DayFigures]) -> float | None:
 def headline(evidence: pa.Table) -> Headline:
     """The report's summary figures."""
     kept, late, cancelled = (_count(evidence, o) for o in (KEPT, LATE, CANCELLED))
-    interval = wilson_interval(kept, kept + late)
     deviations = pc.drop_null(
         evidence.filter(pc.is_valid(evidence["delivery_day"]))["deviation_us"]
     )
@@ -181,14 +180,8 @@ def headline(evidence: pa.Table) -> Headline:
         return None if value is None else value / US_PER_HOUR
 
     days = daily_figures(evidence)
-    return Headline(
-        promised=kept + late + cancelled,
-        kept=kept,
-        late=late,
-        cancelled=cancelled,
-        kept_rate=kept / (kept + late) if kept + late else None,
-        kept_rate_ci_low=interval[0] if interval else None,
-        kept_rate_ci_high=interval[1] if interval else None,
+    return msgspec.structs.replace(
+        totals_headline(kept, late, cancelled),
         delivered=len(ordered),
         deviation_hours_avg=sum(ordered) / len(ordered) / US_PER_HOUR if ordered else None,
         deviation_hours_p50=hours(0.5),

@@ -107,8 +107,10 @@ def _month_chart(months: list[MonthFigures]) -> Drawing:
     chart.valueAxis.labelTextFormat = "%d%%"
     chart.bars[0].fillColor = _ACCENT
     chart.barLabelFormat = "%.1f%%"
-    chart.barLabels.fontSize = 7
-    chart.barLabels.nudge = 6
+    chart.barLabels.fontSize = 6.5
+    # Inside the bar, below the interval whisker, in white.
+    chart.barLabels.nudge = -26
+    chart.barLabels.fillColor = colors.white
     drawing.add(chart)
     # Wilson intervals as whiskers over each bar.
     n = len(months)

@@ -128,6 +128,21 @@ def _event_row(event: OrderEvent) -> dict[str, Any]:
     return row
 
 
+#: Bronze warning for a duplicate ``event_id`` whose payload differs from the
+#: first copy: the first copy counts, the second is kept (flagged) for review.
+EVENT_ID_CONFLICT = "event_id_conflict"
+
+
+def _conflicts(order: _Order | None, event: OrderEvent) -> bool:
+    """A redelivered event id with a different payload (a producer bug or tampering)."""
+    if order is None:
+        return False
+    for _key, first in order.events:
+        if first.event_id == event.event_id:
+            return bool(first != event)
+    return False
+
+
 class PartitionProcessor:
     """Processes one Kafka partition's events in offset order."""
 
@@ -195,6 +210,9 @@ class PartitionProcessor:
             duplicate = order is not None and event.event_id in order.event_ids
             watermark = self.watermark_us
             late = not duplicate and watermark is not None and at < watermark
+            warnings = item.warnings
+            if duplicate and _conflicts(order, event):
+                warnings = (*warnings, EVENT_ID_CONFLICT)
             row = _event_row(event)
             row.update(
                 topic=item.topic,
@@ -202,7 +220,7 @@ class PartitionProcessor:
                 offset=item.offset,
                 is_duplicate=duplicate,
                 is_late=late,
-                quality_warnings=",".join(item.warnings) or None,
+                quality_warnings=",".join(warnings) or None,
             )
             bronze.append(row)
             last_offset = item.offset

@@ -9,13 +9,15 @@ second, schemaless parse to quote the offending value) only runs on failure.
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
 import msgspec
 
-from schemas.events import SCHEMA_VERSION, Event
+from schemas.events import EARLIEST_TIME, LATEST_TIME, SCHEMA_VERSION, Event
 
 __all__ = ["MAX_MESSAGE_BYTES", "EventDecoder", "RejectReason", "Rejection"]
 
@@ -38,6 +40,7 @@ class RejectReason(StrEnum):
     SCHEMA_VERSION_UNSUPPORTED = "schema_version_unsupported"
     KEY_MISMATCH = "key_mismatch"
     MISSING_KEY = "missing_key"
+    NESTING_TOO_DEEP = "nesting_too_deep"
 
 
 class Rejection(msgspec.Struct, frozen=True):
@@ -70,6 +73,38 @@ def _lookup(doc: Any, path: str) -> Any:
         else:
             return None
     return node
+
+
+def _too_deep() -> Rejection:
+    return Rejection(
+        RejectReason.NESTING_TOO_DEEP,
+        "message nests JSON arrays/objects too deeply to parse",
+        expected="an order event (a flat object with small maps)",
+    )
+
+
+def _out_of_range(event: Event) -> Rejection | None:
+    """The first non-finite number or implausible timestamp of an event, if any."""
+    for name in event.__struct_fields__:
+        value = getattr(event, name)
+        if isinstance(value, datetime) and not EARLIEST_TIME <= value < LATEST_TIME:
+            return Rejection(
+                RejectReason.INVALID_FIELD,
+                f"field {name!r}: {value.isoformat()} is outside the supported range "
+                f"{EARLIEST_TIME:%Y-%m-%d}..{LATEST_TIME:%Y-%m-%d}",
+                field=name,
+                expected=f"{EARLIEST_TIME:%Y-%m-%d} <= time < {LATEST_TIME:%Y-%m-%d}",
+                got=value.isoformat(),
+            )
+        if isinstance(value, float) and not math.isfinite(value):
+            return Rejection(
+                RejectReason.INVALID_FIELD,
+                f"field {name!r} is not a finite number",
+                field=name,
+                expected="a finite number",
+                got=repr(value),
+            )
+    return None
 
 
 def _quote(value: Any, limit: int = 120) -> str:
@@ -109,8 +144,12 @@ class EventDecoder:
             return self._diagnose_invalid(raw, str(err))
         except msgspec.DecodeError as err:
             return self._diagnose_malformed(raw, str(err))
+        except RecursionError:
+            return _too_deep()
         if event.schema_version > SCHEMA_VERSION:
             return self._unsupported_version(event.schema_version)
+        if (out_of_range := _out_of_range(event)) is not None:
+            return out_of_range
         if key is None and require_key:
             return Rejection(
                 RejectReason.MISSING_KEY,
@@ -156,8 +195,19 @@ class EventDecoder:
     def _diagnose_invalid(self, raw: bytes, error: str) -> Rejection:
         try:
             doc = self._loose.decode(raw)
-        except msgspec.DecodeError:  # pragma: no cover - typed decode parsed it
-            doc = None
+        except RecursionError:
+            return _too_deep()
+        except msgspec.DecodeError:
+            # The typed pass parsed it, so the value itself is unparseable
+            # without a type, e.g. a number beyond float range (1e999).
+            at = _AT_PATH.search(error)
+            field = at["path"].removeprefix("$.") if at else None
+            return Rejection(
+                RejectReason.INVALID_FIELD,
+                f"field {field!r}: {error}",
+                field=field,
+                expected="a finite number" if "Number out of range" in error else None,
+            )
         if not isinstance(doc, dict):
             return Rejection(
                 RejectReason.NOT_AN_OBJECT,

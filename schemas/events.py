@@ -9,7 +9,7 @@ as a separate validator.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -17,6 +17,8 @@ import msgspec
 
 __all__ = [
     "ALL_EVENT_TYPES",
+    "EARLIEST_TIME",
+    "LATEST_TIME",
     "SCHEMA_VERSION",
     "Cancelled",
     "Delivered",
@@ -37,6 +39,12 @@ __all__ = [
 #: The newest contract version this code understands.  A message with a newer
 #: version is dead-lettered (``schema_version_unsupported``), never guessed at.
 SCHEMA_VERSION = 1
+
+#: Every timestamp of an event must lie in [EARLIEST_TIME, LATEST_TIME): year 1
+#: or 9999 is a producer bug, and a promise in year 9999 would never be late.
+#: Checked by the decoder (JSON Schema cannot bound date-times).
+EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(2100, 1, 1, tzinfo=UTC)
 
 NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 #: Zone-aware timestamps only: a naive time cannot be placed on the timeline.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import msgspec
 from hypothesis import given, settings
 
 from dataflows.contributions import order_contribution
@@ -92,3 +93,17 @@ def test_duplicates_and_too_late_events_are_flagged_not_counted() -> None:
     assert {r["order_id"]: r["event_count"] for r in result.lifecycle} == {"A": 1, "B": 1}
     assert result.watermark_us == to_us(at(5)) - SETTINGS.allowed_lateness_us
     assert result.last_offset == 3
+
+
+def test_a_duplicate_event_id_with_another_payload_is_kept_and_flagged() -> None:
+    processor = PartitionProcessor("t", 0, SETTINGS)
+    created = event("ORDER_CREATED", "A", at(0))
+    same = created
+    forged = msgspec.structs.replace(created, source_system="somebody-else")
+    batch = [SourcedEvent(e, "t", 0, i) for i, e in enumerate([created, same, forged])]
+    rows = processor.process(batch).bronze
+    assert [(r["is_duplicate"], r["quality_warnings"]) for r in rows] == [
+        (False, None),
+        (True, None),
+        (True, "event_id_conflict"),
+    ]

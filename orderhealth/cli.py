@@ -43,6 +43,7 @@ from orderhealth.credit_cli import ensure_demo_key, register
 from orderhealth.generator import SCENARIOS, GeneratorConfig, generate_messages
 from orderhealth.kafka import (
     KafkaSetupError,
+    client_config,
     ensure_topic,
     produce,
     security_config,
@@ -245,6 +246,23 @@ def demo(
     )
 
 
+def _kafka_options(bootstrap_servers: str, options: list[str]) -> dict[str, str]:
+    """KEY=VALUE consumer settings, checked by librdkafka now rather than inside the flow."""
+    from confluent_kafka import Consumer, KafkaException
+
+    out = {}
+    for option in options:
+        name, sep, value = option.partition("=")
+        if not sep or not name.strip():
+            raise CliError(f"--kafka-option {option!r}: expected KEY=VALUE")
+        out[name.strip()] = value
+    try:
+        Consumer({**client_config(bootstrap_servers), **out, "group.id": "orderhealth"}).close()
+    except KafkaException as err:
+        raise CliError(f"invalid Kafka consumer settings: {err.args[0].str()}") from err
+    return out
+
+
 @app.command()
 def run(
     bootstrap_servers: Bootstrap = None,
@@ -271,6 +289,14 @@ def run(
         Path | None,
         typer.Option(envvar="ORDERHEALTH_RECORD_RULES", help="Record-level rules TOML."),
     ] = None,
+    kafka_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--kafka-option",
+            help="A librdkafka consumer setting KEY=VALUE (repeatable), e.g. "
+            "ssl.certificate.location=/etc/kafka/client.pem; applied after KAFKA_* variables.",
+        ),
+    ] = None,
 ) -> None:
     """Run the streaming flow against the configured Kafka topic."""
     if bootstrap_servers is None:
@@ -279,6 +305,7 @@ def run(
             "(or start one with `orderhealth broker`)"
         )
     settings = HealthSettings.load(config)
+    kafka_config = {**security_config(), **_kafka_options(bootstrap_servers, kafka_option or [])}
     count = topic_partitions(bootstrap_servers, topic)
     root = resolve_root(lakehouse)
     flow_config = FlowConfig(
@@ -288,7 +315,7 @@ def run(
         lakehouse=root,
         settings=settings,
         tail=not once,
-        kafka_config=security_config(),
+        kafka_config=kafka_config,
         max_in_flight=max_in_flight or None,
         rules_path=str(rules) if rules else None,
     )

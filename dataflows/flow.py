@@ -14,6 +14,7 @@ Step ids read like a sentence::
 
 from __future__ import annotations
 
+import logging
 import pickle
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -28,6 +29,7 @@ from bytewax.operators import StatefulBatchLogic
 from dataflows.gatekeeper import gate_after_flush
 from dataflows.kafka_source import FlowControl, FlowControlledKafkaSource
 from dataflows.partition_processor import PartitionBatch, PartitionProcessor, SourcedEvent
+from dataflows.run_log import log_fields, run_stats
 from dataflows.settings import HealthSettings
 from dataflows.sinks import SINK_KEY, DeltaSink, RecordRuleSink
 from dataflows.window_metrics import MetricWindows
@@ -36,8 +38,11 @@ from lakehouse.tables import BRONZE_EVENTS, DEAD_LETTER, HEALTH_METRICS_STAGING,
 from lakehouse.writer import Chunk, stream_name
 from quality.record_rules import RuleBook, Tally
 from schemas.decode import EventDecoder, Rejection
+from schemas.signing import KeyRing
 
 __all__ = ["FlowConfig", "build_flow"]
+
+log = logging.getLogger("orderhealth.run")
 
 
 class FlowConfig(msgspec.Struct, frozen=True):
@@ -62,6 +67,8 @@ class FlowConfig(msgspec.Struct, frozen=True):
     #: Seconds between quality-gate runs over the staged metrics (and one at
     #: the end).  A run costs ~0.4 s of GX overhead however small the batch.
     gate_interval_s: float = 5.0
+    #: Source systems that must sign their events, with their keys.
+    keyring: KeyRing = KeyRing()
 
 
 class _PartitionLogic(StatefulBatchLogic[SourcedEvent, PartitionBatch, bytes]):
@@ -172,7 +179,7 @@ def build_flow(
     on_gate: Callable[[GateRun], None] | None = None,
 ) -> Dataflow:
     """Build the dataflow.  ``on_consumed``/``on_commit``/``on_gate`` feed progress displays."""
-    decoder = EventDecoder()
+    decoder = EventDecoder(keyring=config.keyring)
     rules = RuleBook.load(Path(config.rules_path) if config.rules_path else None)
     control = FlowControl(config.max_in_flight)
     settings = config.settings
@@ -209,13 +216,29 @@ def build_flow(
             after_flush=after_flush,
         )
 
+    def gate_reported(run: GateRun) -> None:
+        run_stats.gate_run(run.outcome, run.row_count)
+        log_fields(
+            log,
+            logging.WARNING if run.outcome == "quarantined" else logging.INFO,
+            "gate_run",
+            batch_id=run.batch_id,
+            run_id=run.run_id,
+            outcome=run.outcome,
+            rows=run.row_count,
+            failed=list(run.failed),
+            ms=round(run.duration_ms, 1),
+        )
+        if on_gate is not None:
+            on_gate(run)
+
     def gate() -> Callable[[bool], None]:
         return gate_after_flush(
             config.lakehouse,
             pipeline_id=config.pipeline_id,
             storage_options=config.storage_options,
             interval_s=config.gate_interval_s,
-            on_run=on_gate,
+            on_run=gate_reported,
         )
 
     flow = Dataflow("orderhealth")

@@ -34,6 +34,7 @@ from typing import IO
 
 import msgspec
 
+from dataflows.run_log import JsonFormatter, TextFormatter
 from lakehouse.publication import GateRun, Publisher
 
 __all__ = ["GateProcess", "gate_after_flush"]
@@ -69,6 +70,8 @@ class GateProcess:
             # process would have: quiet under the demo's progress bars.
             "--log-level",
             logging.getLevelName(logging.getLogger("lakehouse.publication").getEffectiveLevel()),
+            "--log-format",
+            "json" if _logs_json() else "text",
         ]
         self._process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
@@ -119,6 +122,10 @@ class GateProcess:
         self._reader.join()
         self._process.wait()
         self._raise()
+
+
+def _logs_json() -> bool:
+    return any(isinstance(h.formatter, JsonFormatter) for h in logging.getLogger().handlers)
 
 
 def gate_after_flush(
@@ -190,9 +197,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=5.0)
     parser.add_argument("--storage-options", default="{}")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--log-format", choices=["text", "json"], default="text")
     args = parser.parse_args(argv)
     handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s quality-gate %(levelname)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if args.log_format == "json" else TextFormatter())
     # Our own messages at the requested level; libraries' only when they warn.
     handler.addFilter(
         lambda r: r.name.startswith(("lakehouse", "quality")) or r.levelno >= logging.WARNING

@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
+from dataflows.run_log import run_stats
 from lakehouse.tables import VALIDATION_RUNS, TableSpec
 from lakehouse.writer import Chunk, DeltaWriter
 from quality.record_rules import Tally, tally_rows
@@ -130,6 +131,8 @@ class _RuleTallyPartition(StatefulSinkPartition[list[Tally], None]):
         tallies, self._tallies = self._tallies, []
         if not tallies:
             return
+        # The epoch's structured log line: one tally per consumed message.
+        run_stats.epoch((kind, detail) for _s, _o, kind, detail in tallies)
         committed = self._writer.committed({t[0] for t in tallies})
         now = datetime.now(UTC)
         rows = [

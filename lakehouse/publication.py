@@ -290,7 +290,8 @@ class Publisher:
             first_version=first,
             last_version=last,
         )
-        level = logging.WARNING if failed else logging.INFO
+        # The flow logs each run as a structured ``gate_run`` record.
+        level = logging.WARNING if failed else logging.DEBUG
         log.log(level, "gate %s: %s (%d rows) %s", batch_id, run.outcome, run.row_count, run.failed)
         return run
 

@@ -23,7 +23,9 @@ both runs (see FIELD-NOTES).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import msgspec
@@ -103,6 +105,25 @@ class DeltaWriter:
             app_transactions=[Transaction(self.app_id(s), v) for s, v in sorted(progress.items())]
         )
 
+    @contextmanager
+    def _commit(self, operation: str, rows: int, progress: Mapping[str, int]) -> Iterator[None]:
+        """Log a commit's start and end (debug): where a crash landed, in the logs."""
+        started = time.perf_counter()
+        fields = {"table": self.spec.path, "operation": operation, "rows": rows}
+        if log.isEnabledFor(logging.DEBUG):
+            before = self._table.version() if self._table is not None else None
+            log.debug("delta_commit_start", extra={"fields": {**fields, "version_before": before}})
+        yield
+        self.commits += 1
+        if log.isEnabledFor(logging.DEBUG):
+            done = {
+                **fields,
+                "version": self.table().version(),
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+                "app_transactions": dict(progress),
+            }
+            log.debug("delta_commit", extra={"fields": done})
+
     def _arrow(self, rows: Sequence[Mapping[str, Any]] | pa.Table) -> pa.Table:
         if isinstance(rows, pa.Table):
             return rows.select(self.spec.schema.names).cast(self.spec.schema)
@@ -125,15 +146,15 @@ class DeltaWriter:
         for r in fresh:
             s = stream_name(r["topic"], r["partition"])
             progress[s] = max(progress.get(s, -1), r["offset"])
-        write_deltalake(
-            self.table(),
-            self._arrow(fresh),
-            mode="append",
-            partition_by=list(self.spec.partition_by) or None,
-            commit_properties=self._commit_properties(progress),
-            storage_options=self.storage_options,
-        )
-        self.commits += 1
+        with self._commit("append", len(fresh), progress):
+            write_deltalake(
+                self.table(),
+                self._arrow(fresh),
+                mode="append",
+                partition_by=list(self.spec.partition_by) or None,
+                commit_properties=self._commit_properties(progress),
+                storage_options=self.storage_options,
+            )
         return len(fresh)
 
     # -- upsert tables ------------------------------------------------------
@@ -157,20 +178,20 @@ class DeltaWriter:
         if not latest:
             return 0
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
-        (
-            self.table()
-            .merge(
-                self._arrow(list(latest.values())),
-                predicate=predicate,
-                source_alias="s",
-                target_alias="t",
-                commit_properties=self._commit_properties(progress),
+        with self._commit("merge", len(latest), progress):
+            (
+                self.table()
+                .merge(
+                    self._arrow(list(latest.values())),
+                    predicate=predicate,
+                    source_alias="s",
+                    target_alias="t",
+                    commit_properties=self._commit_properties(progress),
+                )
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute()
             )
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
-        )
-        self.commits += 1
         return len(latest)
 
     # -- commits named by an explicit (stream, version) -------------------------
@@ -185,15 +206,15 @@ class DeltaWriter:
         """
         if not len(rows) or self.committed([stream])[stream] >= version:
             return 0
-        write_deltalake(
-            self.table(),
-            self._arrow(rows),
-            mode="append",
-            partition_by=list(self.spec.partition_by) or None,
-            commit_properties=self._commit_properties({stream: version}),
-            storage_options=self.storage_options,
-        )
-        self.commits += 1
+        with self._commit("append", len(rows), {stream: version}):
+            write_deltalake(
+                self.table(),
+                self._arrow(rows),
+                mode="append",
+                partition_by=list(self.spec.partition_by) or None,
+                commit_properties=self._commit_properties({stream: version}),
+                storage_options=self.storage_options,
+            )
         return len(rows)
 
     def merge_once(
@@ -217,18 +238,18 @@ class DeltaWriter:
             return 0
         predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
         newer = f"s.{newer_column} >= t.{newer_column}" if newer_column else None
-        (
-            self.table()
-            .merge(
-                self._arrow(rows),
-                predicate=predicate,
-                source_alias="s",
-                target_alias="t",
-                commit_properties=self._commit_properties({stream: version}),
+        with self._commit("merge", len(rows), {stream: version}):
+            (
+                self.table()
+                .merge(
+                    self._arrow(rows),
+                    predicate=predicate,
+                    source_alias="s",
+                    target_alias="t",
+                    commit_properties=self._commit_properties({stream: version}),
+                )
+                .when_matched_update_all(predicate=newer)
+                .when_not_matched_insert_all()
+                .execute()
             )
-            .when_matched_update_all(predicate=newer)
-            .when_not_matched_insert_all()
-            .execute()
-        )
-        self.commits += 1
         return len(rows)

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
+import msgspec
 import typer
 from rich.markup import escape
 from rich.progress import (
@@ -31,6 +32,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Table
 
 from dataflows.flow import FlowConfig
 from dataflows.settings import HealthSettings, SettingsError
@@ -40,6 +42,7 @@ from lakehouse.tables import HEALTH_METRICS, TABLES, table_uri
 from orderhealth.broker import BrokerError, EmbeddedBroker
 from orderhealth.cli_common import DEFAULT_LAKEHOUSE, CliError, Lakehouse, console, resolve_root
 from orderhealth.credit_cli import ensure_demo_key, register
+from orderhealth.event_keys import load_keyring, write_key_file
 from orderhealth.generator import SCENARIOS, GeneratorConfig, generate_messages
 from orderhealth.kafka import (
     KafkaSetupError,
@@ -50,6 +53,7 @@ from orderhealth.kafka import (
     topic_partitions,
 )
 from orderhealth.quality_cli import quality_app
+from orderhealth.status import PipelineStatus
 
 __all__ = ["app", "main"]
 
@@ -263,6 +267,29 @@ def _kafka_options(bootstrap_servers: str, options: list[str]) -> dict[str, str]
     return out
 
 
+def _run_summary(outcome: str) -> None:
+    """The end-of-run summary: a structured log record and a table for people."""
+    from dataflows.run_log import log_fields, run_stats
+
+    summary = run_stats.summary()
+    log_fields(
+        logging.getLogger("orderhealth.run"), logging.INFO, "run_end", outcome=outcome, **summary
+    )
+    table = Table(title=f"Run {outcome} after {summary['seconds']:,.1f} s", show_header=False)
+    table.add_row("Epochs", f"{summary['epochs']:,}")
+    table.add_row("Consumed", f"{summary['consumed']:,} ({summary['events_per_s']:,.0f}/s)")
+    table.add_row("Valid", f"{summary['valid']:,} ({summary['warned']:,} with rule warnings)")
+    reasons = ", ".join(f"{r} {n:,}" for r, n in summary["dead_letter_reasons"].items())
+    table.add_row(
+        "Dead-lettered", f"{summary['dead_lettered']:,}" + (f": {reasons}" if reasons else "")
+    )
+    runs = ", ".join(f"{o} {n:,}" for o, n in sorted(summary["gate_runs"].items())) or "none"
+    table.add_row("Gate runs", runs)
+    table.add_row("Rows published", f"{summary['published_rows']:,}")
+    table.add_row("Rows quarantined", f"{summary['quarantined_rows']:,}")
+    console.print(table)
+
+
 @app.command()
 def run(
     bootstrap_servers: Bootstrap = None,
@@ -297,6 +324,27 @@ def run(
             "ssl.certificate.location=/etc/kafka/client.pem; applied after KAFKA_* variables.",
         ),
     ] = None,
+    event_keys: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="ORDERHEALTH_EVENT_KEYS",
+            help="Event-signing key file (mode 0600): the sources listed must sign their "
+            "events. Keys may also come from ORDERHEALTH_EVENT_KEY_<SOURCE> variables.",
+        ),
+    ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            envvar="ORDERHEALTH_LOG_FORMAT",
+            help="text, or json: one object per line (epochs, gate runs, summary).",
+        ),
+    ] = "text",
+    log_level: Annotated[
+        str,
+        typer.Option(
+            envvar="ORDERHEALTH_LOG_LEVEL", help="INFO, or DEBUG to log every Delta commit."
+        ),
+    ] = "INFO",
 ) -> None:
     """Run the streaming flow against the configured Kafka topic."""
     if bootstrap_servers is None:
@@ -305,6 +353,7 @@ def run(
             "(or start one with `orderhealth broker`)"
         )
     settings = HealthSettings.load(config)
+    keyring = load_keyring(event_keys)
     kafka_config = {**security_config(), **_kafka_options(bootstrap_servers, kafka_option or [])}
     count = topic_partitions(bootstrap_servers, topic)
     root = resolve_root(lakehouse)
@@ -318,23 +367,33 @@ def run(
         kafka_config=kafka_config,
         max_in_flight=max_in_flight or None,
         rules_path=str(rules) if rules else None,
+        keyring=keyring,
     )
+    from dataflows.run_log import configure
     from orderhealth.pipeline import run_flow
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    for noisy in ("great_expectations", "deltalake"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if log_format not in ("text", "json"):
+        raise CliError(f"--log-format must be text or json, not {log_format!r}")
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise CliError(f"--log-level must be DEBUG, INFO, WARNING or ERROR, not {log_level!r}")
+    configure("json" if log_format == "json" else "text", log_level.upper())
     console.print(f"Streaming {topic} ({count} partitions) from {bootstrap_servers} into {root}")
-    run_flow(
-        flow_config,
-        workers=workers,
-        snapshot_interval_s=snapshot_interval,
-        recovery_dir=recovery_dir,
-        backup_interval_s=backup_interval,
-    )
-    console.print("Flow finished.")
+    for source, keys in sorted(keyring.sources.items()):
+        console.print(f"Events from {source} must be signed ({len(keys.keys)} active key(s))")
+    outcome = "failed"
+    try:
+        run_flow(
+            flow_config,
+            workers=workers,
+            snapshot_interval_s=snapshot_interval,
+            recovery_dir=recovery_dir,
+            backup_interval_s=backup_interval,
+        )
+        outcome = "finished"
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+    finally:
+        _run_summary(outcome)
 
 
 @app.command()
@@ -358,6 +417,10 @@ def generate(
     very_late_fraction: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Share arriving beyond the allowed lateness.")
     ] = 0.0,
+    sign_keys: Annotated[
+        Path | None,
+        typer.Option(help="Sign the events of the sources in this key file (their sign_with key)."),
+    ] = None,
 ) -> None:
     """Generate synthetic order events to Kafka or to a JSON-lines file."""
     if scenario not in SCENARIOS:
@@ -368,6 +431,7 @@ def generate(
         scenario=scenario,
         bad_fraction=bad_fraction,
         very_late_fraction=very_late_fraction,
+        keyring=load_keyring(sign_keys, environ={}) if sign_keys else None,
     )
     if out is not None:
         with out.open("wb") as handle:
@@ -382,6 +446,98 @@ def generate(
     with _progress() as progress, _tracked(progress, "produce", events) as bump:
         sent = produce(bootstrap_servers, topic, generate_messages(gen), rate=rate, on_sent=bump)
     console.print(f"Produced {sent:,} events to {topic} on {bootstrap_servers}")
+
+
+@app.command("event-keygen")
+def event_keygen(
+    path: Annotated[Path, typer.Argument(help="The key file to create (mode 0600).")],
+    source: Annotated[
+        list[str], typer.Option("--source", help="A source system that must sign (repeatable).")
+    ],
+    key_id: Annotated[
+        list[str] | None,
+        typer.Option("--key-id", help="Key id(s): two ids give a rotation pair; default k1."),
+    ] = None,
+) -> None:
+    """Create an event-signing key file: random HMAC-SHA256 secrets per source system."""
+    if path.exists():
+        raise CliError(f"{path} exists; refusing to replace keys (move it away first)")
+    ring = write_key_file(path, source, key_id or ["k1"])
+    for name, keys in sorted(ring.sources.items()):
+        console.print(
+            f"{name}: keys {', '.join(keys.keys)}; producers sign with {keys.sign_with!r}"
+        )
+    console.print(
+        f"Wrote {path} (mode 0600). Run the flow with --event-keys {path}; give each source "
+        "its own section only."
+    )
+
+
+@app.command()
+def status(
+    lakehouse: Lakehouse = DEFAULT_LAKEHOUSE,
+    bootstrap_servers: Bootstrap = None,
+    topic: Annotated[
+        str | None, typer.Option(help="Only this topic (default: every topic in bronze).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines.")] = False,
+) -> None:
+    """Watermark, last published windows, consumer lag, quarantine and dead letters."""
+    from orderhealth.status import pipeline_status
+
+    root = resolve_root(lakehouse)
+    count = topic_partitions(bootstrap_servers, topic) if bootstrap_servers and topic else None
+    state = pipeline_status(
+        root, bootstrap_servers=bootstrap_servers, topic=topic, partitions=count
+    )
+    if as_json:
+        body = msgspec.to_builtins(state)
+        for entry, lag in zip(body["partitions"], state.partitions, strict=True):
+            entry["lag"] = lag.lag
+        console.print_json(msgspec.json.encode(body).decode())
+        return
+    _print_status(state)
+
+
+def _when(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC" if moment else "-"
+
+
+def _print_status(state: PipelineStatus) -> None:
+    console.print(f"[bold]Lakehouse[/] {state.lakehouse}")
+    console.print(f"Watermark (staged): {_when(state.watermark)}")
+    console.print(f"Watermark (published): {_when(state.published_watermark)}")
+    windows = Table("Window", "Last final window ends", "Latest provisional ends")
+    for w in state.windows:
+        windows.add_row(w.window_size, _when(w.last_final_end), _when(w.latest_provisional_end))
+    console.print(windows if state.windows else "Published windows: none yet")
+    lags = Table("Topic", "Partition", "Processed offset", "High watermark", "Lag")
+    for p in state.partitions:
+        lags.add_row(
+            p.topic,
+            str(p.partition),
+            f"{p.processed_offset:,}",
+            "-" if p.high_watermark is None else f"{p.high_watermark:,}",
+            "unknown" if p.lag is None else f"{p.lag:,}",
+        )
+    console.print(lags if state.partitions else "Partitions: nothing consumed yet")
+    if state.lag_error:
+        console.print(f"[yellow]Lag unknown:[/] {state.lag_error}")
+    console.print(f"Events in bronze: {state.events_in_bronze:,}")
+    dead = ", ".join(f"{r} {n:,}" for r, n in state.dead_letters.items())
+    console.print(
+        f"Dead letters: {sum(state.dead_letters.values()):,}" + (f" ({dead})" if dead else "")
+    )
+    colour = "red" if state.quarantined_batches else "green"
+    console.print(
+        f"Quarantine: [{colour}]{state.quarantined_batches} pending batch(es)[/], "
+        f"{state.quarantined_rows:,} rows (orderhealth quality list)"
+    )
+    if state.last_gate_run_id:
+        console.print(
+            f"Last gate run: {state.last_gate_run_id} {state.last_gate_outcome} "
+            f"at {_when(state.last_gate_at)}"
+        )
 
 
 @app.command()

@@ -42,6 +42,7 @@ from schemas.events import (
     Shipped,
     WarehouseAccepted,
 )
+from schemas.signing import KeyRing
 
 __all__ = ["SCENARIOS", "GeneratorConfig", "Scenario", "generate_messages"]
 
@@ -113,6 +114,8 @@ class GeneratorConfig(msgspec.Struct, frozen=True):
     very_late_fraction: float = 0.0
     #: Malformed or invalid messages mixed in (they go to the dead letter).
     bad_fraction: float = 0.0
+    #: Sign the events of these source systems (see :mod:`schemas.signing`).
+    keyring: KeyRing | None = None
 
 
 class _Clock:
@@ -335,6 +338,8 @@ def generate_messages(config: GeneratorConfig) -> Iterator[tuple[bytes | None, b
             created += timedelta(minutes=rng.expovariate(config.orders_per_minute))
             for event in builder.build(order_index, _ms(created)):
                 value = encoder.encode(event)
+                if config.keyring is not None and config.keyring.requires(event.source_system):
+                    value = encoder.encode(config.keyring.sign(msgspec.json.decode(value)))
                 key = event.order_id.encode()
                 arrivals.append((_arrival(rng, config, event.event_time), tie, key, value))
                 tie += 1

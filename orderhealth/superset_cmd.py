@@ -20,6 +20,8 @@ from pathlib import Path
 
 import msgspec
 
+from orderhealth.private_files import read_private, write_private
+
 __all__ = ["SupersetError", "SupersetSetup", "bootstrap", "ensure_env", "serve"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,11 +114,9 @@ def _secret(home: Path) -> tuple[str, bool]:
         return key, False
     path = home / "secret_key"
     if path.exists():
-        return path.read_text().strip(), False
+        return read_private(path, "Superset secret key").decode().strip(), False
     key = secrets.token_urlsafe(42)
-    home.mkdir(parents=True, exist_ok=True)
-    path.write_text(key)
-    path.chmod(0o600)
+    write_private(path, key.encode())
     return key, True
 
 

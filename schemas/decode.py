@@ -18,6 +18,7 @@ from typing import Any
 import msgspec
 
 from schemas.events import EARLIEST_TIME, LATEST_TIME, SCHEMA_VERSION, Event
+from schemas.signing import KeyRing
 
 __all__ = ["MAX_MESSAGE_BYTES", "EventDecoder", "RejectReason", "Rejection"]
 
@@ -41,6 +42,7 @@ class RejectReason(StrEnum):
     KEY_MISMATCH = "key_mismatch"
     MISSING_KEY = "missing_key"
     NESTING_TOO_DEEP = "nesting_too_deep"
+    SIGNATURE_INVALID = "signature_invalid"
 
 
 class Rejection(msgspec.Struct, frozen=True):
@@ -115,10 +117,14 @@ def _quote(value: Any, limit: int = 120) -> str:
 class EventDecoder:
     """Reusable decoder: build once per worker (msgspec decoders cache type info)."""
 
-    def __init__(self, max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self, max_message_bytes: int = MAX_MESSAGE_BYTES, keyring: KeyRing | None = None
+    ) -> None:
+        """``keyring``: the source systems that must sign their events, and their keys."""
         self._typed = msgspec.json.Decoder(Event)
         self._loose = msgspec.json.Decoder()
         self._max = max_message_bytes
+        self._keyring = keyring or KeyRing()
 
     def decode(
         self, raw: bytes | None, key: bytes | None = None, *, require_key: bool = False
@@ -168,6 +174,16 @@ class EventDecoder:
                 expected=event.order_id,
                 got=got,
             )
+        if self._keyring.requires(event.source_system):
+            problem = self._keyring.verify(self._loose.decode(raw))
+            if problem is not None:
+                return Rejection(
+                    RejectReason.SIGNATURE_INVALID,
+                    problem,
+                    field="signature",
+                    expected=f"a valid signature of {event.source_system}",
+                    got=_quote(event.signature),
+                )
         return event
 
     @staticmethod

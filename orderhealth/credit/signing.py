@@ -16,14 +16,14 @@ import base64
 import hashlib
 import hmac
 import json
-import os
-import stat
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from orderhealth.private_files import PrivateFileError, read_private, write_private
 
 __all__ = [
     "SigningKeyError",
@@ -80,15 +80,12 @@ def key_id(key: Ed25519PublicKey) -> str:
 def generate_key(path: Path) -> Ed25519PublicKey:
     """Write a new private key (mode 0600) and its public key beside it (``.pub.pem``)."""
     key = Ed25519PrivateKey.generate()
-    path.parent.mkdir(parents=True, exist_ok=True)
     pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
+    write_private(path, pem)
     public = key.public_key()
     public_path(path).write_text(public_pem(public))
     return public
@@ -103,15 +100,9 @@ def load_private_key(*, path: Path | None = None, pem: str | None = None) -> Ed2
     """An Ed25519 private key from a PEM file (0600 or stricter) or PEM text."""
     if path is not None:
         try:
-            mode = path.stat().st_mode
-        except OSError as err:
-            raise SigningKeyError(f"signing key {path}: {err.strerror}") from err
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise SigningKeyError(
-                f"signing key {path} is readable by others (mode {stat.S_IMODE(mode):o}); "
-                f"run: chmod 600 {path}"
-            )
-        data = path.read_bytes()
+            data = read_private(path, "signing key")
+        except PrivateFileError as err:
+            raise SigningKeyError(str(err)) from err
         where = str(path)
     elif pem is not None:
         data = pem.encode()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,11 +19,14 @@ from lakehouse.reader import read_table
 from lakehouse.tables import (
     BRONZE_EVENTS,
     DEAD_LETTER,
+    FULFILMENT_COLUMNS,
     HEALTH_METRICS,
     HEALTH_METRICS_STAGING,
     METRIC_COLUMNS,
     ORDER_LIFECYCLE,
+    PROMISE_FULFILMENT,
     QUARANTINE,
+    VALIDATION_RUNS,
     TableSpec,
 )
 from orderhealth.broker import EmbeddedBroker
@@ -89,13 +94,65 @@ def sorted_table(root: Path, spec: TableSpec) -> pa.Table:
 TIMING_COLUMNS = ("watermark_at", "watermark_lag_seconds")
 
 
+def _assert_tiles(ranges: list[tuple[int, int]], first: int, last: int, what: str) -> None:
+    """``ranges`` cover ``first..last`` exactly once: no gap, no overlap."""
+    expected = first
+    for start, end in sorted(ranges):
+        assert start == expected, f"{what}: range {start}-{end} after {expected - 1}"
+        assert end >= start, f"{what}: empty range {start}-{end}"
+        expected = end + 1
+    assert expected == last + 1, f"{what}: covered up to {expected - 1}, expected {last}"
+
+
+def validation_run_totals(root: Path) -> pa.Table:
+    """``quality/validation_runs`` reduced to what must not depend on timing.
+
+    How messages and staging commits were grouped into runs depends on epochs
+    and the gate's cadence, so runs are checked for coverage here -- record
+    rule runs tile each partition's offsets exactly once, gate runs tile the
+    staging table's versions exactly once -- and compared as per-partition
+    totals of every count.
+    """
+    runs = read_table(str(root), VALIDATION_RUNS).to_pylist()
+    rules = [r for r in runs if r["suite"] == "record_rules"]
+    totals: dict[tuple[str, int], Counter[str]] = {}
+    ranges: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for run in rules:
+        key = (run["topic"], run["partition"])
+        ranges.setdefault(key, []).append(_range(run["batch_id"]))
+        counts = json.loads(run["counts"])
+        total = totals.setdefault(key, Counter())
+        total.update(messages=counts["messages"], passed=counts["passed"])
+        for kind in ("warned", "dropped", "rejected_by_contract"):
+            total.update({f"{kind}:{name}": n for name, n in counts[kind].items()})
+    for key, spans in ranges.items():
+        _assert_tiles(spans, 0, max(end for _, end in spans), f"record rules {key}")
+    gate_runs = [r for r in runs if r["suite"] == "health_metrics"]
+    if gate_runs:
+        spans = [_range(r["batch_id"]) for r in gate_runs]
+        _assert_tiles(spans, 1, max(end for _, end in spans), "gate runs")
+    return pa.Table.from_pylist(
+        [
+            {"topic": t, "partition": p, "totals": json.dumps(v, sort_keys=True)}
+            for (t, p), v in sorted(totals.items())
+        ]
+    )
+
+
+def _range(batch_id: str) -> tuple[int, int]:
+    """``name@first-last`` -> (first, last)."""
+    first, _, last = batch_id.rpartition("@")[2].partition("-")
+    return int(first), int(last)
+
+
 def all_tables(root: Path) -> dict[str, pa.Table]:
     """The tables whose content must not depend on timing (epochs, gate cadence).
 
-    Gate bookkeeping (run ids, staging versions, validation runs) depends on
-    how commits were grouped, so the published table is compared on its
-    metric columns; so do the freshness columns (the watermark when a row
-    was emitted), which are left out.
+    Gate bookkeeping (run ids, staging versions) depends on how commits were
+    grouped, so the published tables are compared on their metric and fact
+    columns, and validation runs on coverage and totals
+    (:func:`validation_run_totals`); the freshness columns (the watermark
+    when a row was emitted) are left out.
     """
     tables = {
         spec.path: sorted_table(root, spec)
@@ -104,6 +161,10 @@ def all_tables(root: Path) -> dict[str, pa.Table]:
     metrics = [c for c in METRIC_COLUMNS if c not in TIMING_COLUMNS]
     for spec in (HEALTH_METRICS_STAGING, HEALTH_METRICS):
         tables[spec.path] = sorted_table(root, spec).select(metrics)
+    tables[PROMISE_FULFILMENT.path] = sorted_table(root, PROMISE_FULFILMENT).select(
+        list(FULFILMENT_COLUMNS)
+    )
+    tables[VALIDATION_RUNS.path] = validation_run_totals(root)
     assert read_table(str(root), QUARANTINE).num_rows == 0, "a batch was quarantined"
     return tables
 

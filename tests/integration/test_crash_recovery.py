@@ -1,27 +1,72 @@
-"""SIGKILL the real flow process mid-stream; after restarts the tables equal an uncrashed run."""
+"""SIGKILL the real flow at chosen points; after restarts every table equals an uncrashed run.
+
+The flow runs as ``orderhealth run --once`` with Bytewax recovery on, in its
+own process group (the quality gate is its child).  Its debug log
+(``--log-format json --log-level DEBUG``) announces every Delta commit before
+it starts (``delta_commit_start``) and after it ends (``delta_commit``), in the
+flow and in the gate, so the test can aim: it kills the whole group the moment
+a chosen commit starts -- inside the commit -- or while no commit is in
+progress -- between epochs.  Where each kill landed is then read from the
+tables themselves: a commit that had not reached the Delta log leaves its
+data files written but unreferenced.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 from deltalake import DeltaTable
-from deltalake.exceptions import TableNotFoundError
 
-from lakehouse.tables import BRONZE_EVENTS, table_uri
+from lakehouse.tables import TABLES, table_uri
 from orderhealth.generator import GeneratorConfig
 from tests.integration.conftest import Kafka, all_tables, load_topic, run_command
 
 pytestmark = pytest.mark.integration
-EVENTS = 60_000
+
+EVENTS = 200_000
+PARTITIONS = 6
 
 
-def _run_command(broker: Kafka, topic: str, lakehouse: Path, recovery: Path) -> list[str]:
+@dataclass(frozen=True)
+class Target:
+    """Where to kill: at the start of the n-th commit of ``table``, or between commits."""
+
+    name: str
+    table: str | None  # None: between commits
+    after_epochs: int  # let the restarted flow make progress first
+
+
+@dataclass
+class Landing:
+    target: str
+    table: str | None
+    in_commit: bool  # the commit had started and not ended in the log
+    committed: bool | None  # the Delta log already had the commit
+    orphan_files: int  # data files written but not in the Delta log
+    pid: int
+
+
+TARGETS = [
+    Target("bronze append", "bronze/order_events", 3),
+    Target("between epochs", None, 4),
+    Target("staging merge", "gold/health_metrics_staging", 3),
+    Target("gate publication (child process)", "gold/health_metrics", 1),
+    Target("lifecycle merge", "silver/order_lifecycle", 5),
+    Target("between epochs", None, 6),
+]
+
+
+def _command(broker: Kafka, topic: str, lakehouse: Path, recovery: Path) -> list[str]:
     return run_command(
         broker,
         topic,
@@ -32,64 +77,131 @@ def _run_command(broker: Kafka, topic: str, lakehouse: Path, recovery: Path) -> 
         "0.5",
         "--max-in-flight",
         "4000",
+        "--log-format",
+        "json",
+        "--log-level",
+        "DEBUG",
     )
 
 
-def _bronze_version(lakehouse: Path) -> int:
-    try:
-        return DeltaTable(table_uri(str(lakehouse), BRONZE_EVENTS)).version()
-    except TableNotFoundError:
-        return -1
-
-
-def _run(command: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _start(command: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
         command,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # flow + gate child: one process group to kill
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
 
-def test_sigkill_and_restart_leaves_tables_identical_to_uncrashed_run(
+def _records(stream: IO[str]) -> Iterator[dict[str, Any]]:
+    for line in stream:
+        if line.startswith("{"):
+            yield json.loads(line)
+
+
+def _orphans(lakehouse: Path, table: str) -> tuple[int, int]:
+    """(Delta version, data files on disk that the log does not reference)."""
+    spec = next(s for s in TABLES if s.path == table)
+    uri = table_uri(str(lakehouse), spec)
+    delta = DeltaTable(uri)
+    referenced = {os.path.normpath(f) for f in delta.file_uris()}
+    on_disk = {os.path.normpath(str(p)) for p in Path(uri).rglob("*.parquet")}
+    return delta.version(), len(on_disk - referenced)
+
+
+def _kill_at(
+    process: subprocess.Popen[str], target: Target, lakehouse: Path, rng: random.Random
+) -> Landing | None:
+    """Follow the log until ``target`` comes up, kill the group there; None if the run ended."""
+    assert process.stderr is not None
+    epochs = 0
+    open_commits: dict[str, dict[str, object]] = {}
+    skip = rng.randint(0, 2)  # which matching commit: not always the first
+    for record in _records(process.stderr):
+        event = record.get("event")
+        if event == "epoch":
+            epochs += 1
+        elif event == "delta_commit_start":
+            open_commits[record["table"]] = record
+            if target.table == record["table"] and epochs >= target.after_epochs:
+                if skip:
+                    skip -= 1
+                    continue
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=60)
+                version, orphans = _orphans(lakehouse, record["table"])
+                return Landing(
+                    target.name,
+                    record["table"],
+                    in_commit=True,
+                    committed=version > record["version_before"],
+                    orphan_files=orphans,
+                    pid=record["pid"],
+                )
+        elif event == "delta_commit":
+            open_commits.pop(record["table"], None)
+            if target.table is None and epochs >= target.after_epochs and not open_commits:
+                time.sleep(rng.uniform(0.0, 0.05))
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=60)
+                return Landing(target.name, None, False, None, 0, record["pid"])
+    process.wait(timeout=60)
+    return None
+
+
+def _describe(hit: Landing) -> str:
+    if not hit.in_commit:
+        return f"{hit.target}: no Delta commit in progress"
+    log = "had already recorded it" if hit.committed else "did not have it yet"
+    return (
+        f"{hit.target}: inside the {hit.table} commit; the Delta log {log}; "
+        f"{hit.orphan_files} data files on disk outside the log"
+    )
+
+
+def test_sigkill_inside_commits_and_between_epochs_leaves_every_table_identical(
     broker: Kafka, tmp_path: Path
 ) -> None:
     topic = load_topic(
-        broker, GeneratorConfig(events=EVENTS, seed=5, scenario="carrier_delay", bad_fraction=0.003)
+        broker,
+        GeneratorConfig(events=EVENTS, seed=5, scenario="carrier_delay", bad_fraction=0.003),
+        partitions=PARTITIONS,
     )
+    reference, crashed = tmp_path / "reference", tmp_path / "crashed"
+    started = time.monotonic()
+    # The uncrashed run goes on meanwhile; nothing here depends on timing.
+    clean = subprocess.Popen(
+        _command(broker, topic, reference, tmp_path / "rec-reference"),
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "reference.log").open("w"),
+    )
+    command = _command(broker, topic, crashed, tmp_path / "rec-crashed")
+    rng = random.Random(2026)
+    landings: list[Landing] = []
+    for target in TARGETS:
+        landing = _kill_at(_start(command), target, crashed, rng)
+        assert landing is not None, f"the flow finished before the kill at {target.name}"
+        landings.append(landing)
+    final = _start(command)
+    assert final.stderr is not None
+    tail = final.stderr.read()
+    assert final.wait(timeout=1200) == 0, tail[-3000:]
+    assert clean.wait(timeout=1200) == 0, (tmp_path / "reference.log").read_text()[-3000:]
+    elapsed = time.monotonic() - started
 
-    reference = tmp_path / "reference"
-    log = tmp_path / "flow.log"
-    clean = _run(_run_command(broker, topic, reference, tmp_path / "rec-reference"), log)
-    assert clean.wait(timeout=600) == 0, log.read_text()[-3000:]
+    report = "\n".join(f"kill {i}: {_describe(hit)}" for i, hit in enumerate(landings, 1))
+    print(f"\n{report}\n{len(landings)} kills, {EVENTS:,} events, {PARTITIONS} partitions")
+    print(f"crashed run with restarts + reference run: {elapsed:.0f} s")
+    inside = [hit for hit in landings if hit.in_commit and not hit.committed]
+    assert len(inside) >= 3, report  # cut off before the Delta log entry
+    assert any(not hit.in_commit for hit in landings), report
 
-    crashed = tmp_path / "crashed"
-    command = _run_command(broker, topic, crashed, tmp_path / "rec-crashed")
-    rng = random.Random(1234)
-    kills = 0
-    for _ in range(3):
-        process = _run(command, log)
-        start_version = _bronze_version(crashed)
-        # Let it commit at least one more epoch, then kill at a random moment
-        # (random points land both inside a commit and between epochs).
-        deadline = time.monotonic() + 120
-        while _bronze_version(crashed) <= start_version and process.poll() is None:
-            assert time.monotonic() < deadline, "flow made no progress"
-            time.sleep(0.02)
-        time.sleep(rng.uniform(0.0, 0.8))
-        if process.poll() is not None:
-            break  # finished before we could kill it
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-        kills += 1
-    assert kills >= 2, "the flow finished too fast to be killed"
-    final = _run(command, log)
-    assert final.wait(timeout=600) == 0, log.read_text()[-3000:]
-
-    expected = all_tables(reference)
-    actual = all_tables(crashed)
+    expected, actual = all_tables(reference), all_tables(crashed)
+    assert expected.keys() == actual.keys()
     for name, table in expected.items():
         assert table.num_rows > 0, name
-        assert actual[name].num_rows == table.num_rows, name
-        assert actual[name].equals(table), f"{name} differs after {kills} kills"
+        assert actual[name].num_rows == table.num_rows, f"{name} after kills:\n{report}"
+        assert actual[name].equals(table), f"{name} differs after kills:\n{report}"

@@ -8,7 +8,7 @@ idempotent producer.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -27,24 +27,31 @@ class KafkaSetupError(RuntimeError):
     """The Kafka cluster is unreachable or refused a setup call."""
 
 
-def security_config() -> dict[str, str]:
+#: ``KAFKA_*`` variables that are not librdkafka settings.
+_NOT_SETTINGS = {"KAFKA_BOOTSTRAP_SERVERS"}
+#: librdkafka setting families that may come from the environment: TLS, SASL
+#: (including OAUTHBEARER) and the client's identity.
+_PASSED_THROUGH = ("security.", "ssl.", "sasl.", "client.")
+
+
+def security_config(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """TLS/SASL librdkafka settings passed through from ``KAFKA_*`` variables.
 
-    ``KAFKA_SECURITY_PROTOCOL=SASL_SSL`` becomes ``security.protocol``, and so on
-    for ``KAFKA_SASL_MECHANISM``, ``KAFKA_SASL_USERNAME``, ``KAFKA_SASL_PASSWORD``
-    and ``KAFKA_SSL_CA_LOCATION``.
+    ``KAFKA_SECURITY_PROTOCOL=SASL_SSL`` becomes ``security.protocol``,
+    ``KAFKA_SSL_CERTIFICATE_LOCATION`` ``ssl.certificate.location``,
+    ``KAFKA_SASL_PASSWORD`` ``sasl.password``, and so on for every
+    ``security.*``, ``ssl.*``, ``sasl.*`` and ``client.*`` setting -- what a
+    production cluster (MSK, Confluent Cloud, Redpanda) asks for.  Values are
+    never logged.
     """
+    environ = os.environ if environ is None else environ
     config: dict[str, str] = {}
-    for name in (
-        "SECURITY_PROTOCOL",
-        "SASL_MECHANISM",
-        "SASL_USERNAME",
-        "SASL_PASSWORD",
-        "SSL_CA_LOCATION",
-    ):
-        value = os.environ.get(f"KAFKA_{name}")
-        if value:
-            config[name.lower().replace("_", ".")] = value
+    for variable, value in environ.items():
+        if not variable.startswith("KAFKA_") or variable in _NOT_SETTINGS or not value:
+            continue
+        name = variable.removeprefix("KAFKA_").lower().replace("_", ".")
+        if name.startswith(_PASSED_THROUGH):
+            config[name] = value
     return config
 
 

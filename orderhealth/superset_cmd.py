@@ -109,9 +109,11 @@ def superset_environ(home: Path, secret: str) -> dict[str, str]:
 
 
 def _secret(home: Path) -> tuple[str, bool]:
-    """The secret key: from the environment, or generated once into the home directory."""
+    """The secret key: from the environment, a private file, or generated once into the home."""
     if key := os.environ.get("SUPERSET_SECRET_KEY"):
         return key, False
+    if named := os.environ.get("SUPERSET_SECRET_KEY_FILE"):
+        return read_private(Path(named), "Superset secret key").decode().strip(), False
     path = home / "secret_key"
     if path.exists():
         return read_private(path, "Superset secret key").decode().strip(), False

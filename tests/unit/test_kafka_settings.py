@@ -1,0 +1,44 @@
+"""TLS/SASL settings reach librdkafka from the environment and from --kafka-option."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import Consumer, KafkaException
+
+from orderhealth.kafka import security_config
+
+
+def test_kafka_variables_become_librdkafka_settings() -> None:
+    environ = {
+        "KAFKA_BOOTSTRAP_SERVERS": "broker:9093",
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_USERNAME": "orderhealth",
+        "KAFKA_SASL_PASSWORD": "s3cret",
+        "KAFKA_SSL_CERTIFICATE_LOCATION": "/etc/kafka/client.pem",
+        "KAFKA_CLIENT_ID": "orderhealth-eu",
+        "KAFKA_HEAP_OPTS": "-Xmx1g",  # a broker-side variable, not ours
+        "KAFKA_SSL_KEY_PASSWORD": "",  # unset in effect
+    }
+    assert security_config(environ) == {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "orderhealth",
+        "sasl.password": "s3cret",
+        "ssl.certificate.location": "/etc/kafka/client.pem",
+        "client.id": "orderhealth-eu",
+    }
+
+
+def test_librdkafka_accepts_them_and_names_a_bad_one() -> None:
+    settings = security_config(
+        {
+            "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "KAFKA_SASL_MECHANISM": "PLAIN",
+            "KAFKA_SASL_USERNAME": "u",
+            "KAFKA_SASL_PASSWORD": "p",
+        }
+    )
+    Consumer({"bootstrap.servers": "127.0.0.1:1", "group.id": "t", **settings}).close()
+    with pytest.raises(KafkaException, match=r"security\.protocol"):
+        Consumer({"bootstrap.servers": "127.0.0.1:1", "group.id": "t", "security.protocol": "TLS9"})

@@ -52,7 +52,7 @@ class Landing:
     table: str | None
     in_commit: bool  # the commit had started and not ended in the log
     committed: bool | None  # the Delta log already had the commit
-    orphan_files: int  # data files written but not in the Delta log
+    orphan_files: int  # data files written after the last commit, so never in the log
     pid: int
 
 
@@ -102,14 +102,18 @@ def _records(stream: IO[str]) -> Iterator[dict[str, Any]]:
             yield json.loads(line)
 
 
-def _orphans(lakehouse: Path, table: str) -> tuple[int, int]:
-    """(Delta version, data files on disk that the log does not reference)."""
+def _after_last_commit(lakehouse: Path, table: str) -> tuple[int, int]:
+    """(Delta version, data files written after the newest log entry).
+
+    Those files belong to the commit the kill interrupted: written, never
+    referenced by the log, so readers never see them (``vacuum`` removes them).
+    """
     spec = next(s for s in TABLES if s.path == table)
-    uri = table_uri(str(lakehouse), spec)
-    delta = DeltaTable(uri)
-    referenced = {os.path.normpath(f) for f in delta.file_uris()}
-    on_disk = {os.path.normpath(str(p)) for p in Path(uri).rglob("*.parquet")}
-    return delta.version(), len(on_disk - referenced)
+    uri = Path(table_uri(str(lakehouse), spec))
+    version = DeltaTable(str(uri)).version()
+    last_log = max(p.stat().st_mtime_ns for p in (uri / "_delta_log").glob("*.json"))
+    written = [p for p in uri.rglob("*.parquet") if p.stat().st_mtime_ns > last_log]
+    return version, len(written)
 
 
 def _kill_at(
@@ -132,7 +136,7 @@ def _kill_at(
                     continue
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=60)
-                version, orphans = _orphans(lakehouse, record["table"])
+                version, orphans = _after_last_commit(lakehouse, record["table"])
                 return Landing(
                     target.name,
                     record["table"],
@@ -158,7 +162,7 @@ def _describe(hit: Landing) -> str:
     log = "had already recorded it" if hit.committed else "did not have it yet"
     return (
         f"{hit.target}: inside the {hit.table} commit; the Delta log {log}; "
-        f"{hit.orphan_files} data files on disk outside the log"
+        f"{hit.orphan_files} data file(s) of it written, never referenced"
     )
 
 

@@ -98,3 +98,4 @@ def test_hostile_messages_are_dead_lettered_or_flagged_and_every_message_is_coun
     assert len(set(bronze_at) | set(dead_at)) == produced
     print(json.dumps(table, indent=1))
     print(Counter(r["reason"] for r in dead))
+    print(f"produced {produced:,} = bronze {len(bronze):,} + dead letters {len(dead):,}")

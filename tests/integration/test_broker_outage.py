@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +14,13 @@ from lakehouse.reader import read_table
 from lakehouse.tables import BRONZE_EVENTS
 from orderhealth.broker import EmbeddedBroker, free_port
 from orderhealth.generator import GeneratorConfig
-from tests.integration.conftest import all_tables, load_topic, run_command, run_to_end
+from tests.integration.conftest import (
+    ExternalKafka,
+    all_tables,
+    load_topic,
+    run_command,
+    run_to_end,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -32,19 +37,7 @@ SMALL_PREFETCH = (
 def test_an_unreachable_broker_at_start_is_one_clear_line(tmp_path: Path) -> None:
     address = f"127.0.0.1:{free_port()}"  # nothing listens there
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "orderhealth",
-            "run",
-            "--once",
-            "--bootstrap-servers",
-            address,
-            "--topic",
-            "orders",
-            "--lakehouse",
-            str(tmp_path),
-        ],
+        run_command(ExternalKafka(address), "orders", tmp_path),
         capture_output=True,
         text=True,
         timeout=120,  # a hang fails here; the command's own bound is 10 s

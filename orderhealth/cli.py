@@ -243,6 +243,7 @@ def demo(
         f"print(QueryBuilder().register('m', DeltaTable('{table_uri(root, HEALTH_METRICS)}'))"
         ".execute('SELECT * FROM m LIMIT 5').read_all())\"\n"
         "  see what the quality gate did: orderhealth quality runs / quality list / quality docs\n"
+        "  where the pipeline stands (watermark, windows, dead letters): orderhealth status\n"
         "  a signed credit report for a bank: orderhealth credit-report --subject-type "
         "seller_id --subject-id S001 --out data/credit-report\n"
         "  or stream your own Kafka topic:\n"

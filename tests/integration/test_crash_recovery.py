@@ -44,6 +44,10 @@ class Target:
     name: str
     table: str | None  # None: between commits
     after_epochs: int  # let the restarted flow make progress first
+    #: Seconds to wait after the commit starts (a range): 0 kills before any
+    #: data file is written; a staging MERGE here takes seconds, so a delay
+    #: lands while its files are being written.
+    delay_s: tuple[float, float] = (0.0, 0.0)
 
 
 @dataclass
@@ -59,7 +63,7 @@ class Landing:
 TARGETS = [
     Target("bronze append", "bronze/order_events", 3),
     Target("between epochs", None, 4),
-    Target("staging merge", "gold/health_metrics_staging", 3),
+    Target("staging merge", "gold/health_metrics_staging", 3, delay_s=(0.3, 0.8)),
     Target("gate publication (child process)", "gold/health_metrics", 1),
     Target("lifecycle merge", "silver/order_lifecycle", 5),
     Target("between epochs", None, 6),
@@ -134,6 +138,7 @@ def _kill_at(
                 if skip:
                     skip -= 1
                     continue
+                time.sleep(rng.uniform(*target.delay_s))
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=60)
                 version, orphans = _after_last_commit(lakehouse, record["table"])

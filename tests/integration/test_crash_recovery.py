@@ -63,7 +63,7 @@ class Landing:
 TARGETS = [
     Target("bronze append", "bronze/order_events", 3),
     Target("between epochs", None, 4),
-    Target("staging merge", "gold/health_metrics_staging", 3, delay_s=(0.3, 0.8)),
+    Target("staging merge", "gold/health_metrics_staging", 3, delay_s=(1.0, 1.5)),
     Target("gate publication (child process)", "gold/health_metrics", 1),
     Target("lifecycle merge", "silver/order_lifecycle", 5),
     Target("between epochs", None, 6),

@@ -1,0 +1,206 @@
+"""Freshness: seconds from produce to "readable in the published table", at a steady rate.
+
+    .venv/bin/python -m bench.freshness [--rate 10000] [--seconds 60] [--partitions 8]
+
+A producer sends the demo's scenario mix at a steady rate into an empty
+topic while ``orderhealth run`` tails it.  Each message's produce time is
+recorded with its (partition, offset) on delivery.  A poller watches
+``gold/health_metrics``: each new version's newest ``staging_version`` names
+the staging commit it published, and that commit's Delta app transactions
+name, per partition, the last Kafka offset whose effects it contains
+(provisional rows of open windows included).  An event is fresh at the first
+poll that sees its offset covered; freshness = that time - produce time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from bisect import bisect_left
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow.compute as pc
+from confluent_kafka import Producer
+from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
+
+from lakehouse.reader import read_table
+from lakehouse.tables import HEALTH_METRICS, HEALTH_METRICS_STAGING, table_uri
+from lakehouse.writer import stream_name
+from orderhealth.broker import EmbeddedBroker
+from orderhealth.generator import GeneratorConfig, generate_messages
+from orderhealth.kafka import client_config, ensure_topic
+
+__all__ = ["measure"]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+class _Coverage:
+    """(time, offset covered per partition) each time the published table moves."""
+
+    def __init__(self, root: str, topic: str, partitions: int) -> None:
+        self.root, self.topic, self.partitions = root, topic, partitions
+        self.timeline: list[tuple[float, list[int]]] = []
+        self._seen_version = -1
+        self._index: dict[int, list[int]] = {}
+        self.stop = threading.Event()
+
+    def _covered(self) -> list[int] | None:
+        try:
+            published = DeltaTable(table_uri(self.root, HEALTH_METRICS))
+        except TableNotFoundError:
+            return None
+        if published.version() == self._seen_version:
+            return None
+        self._seen_version = published.version()
+        versions = read_table(self.root, HEALTH_METRICS, ["staging_version"])
+        if versions.num_rows == 0:
+            return None
+        staging = DeltaTable(
+            table_uri(self.root, HEALTH_METRICS_STAGING),
+            version=int(pc.max(versions["staging_version"]).as_py()),
+        )
+        app = f"orderhealth:{HEALTH_METRICS_STAGING.path}:"
+        versions_by_partition = [
+            staging.transaction_version(app + stream_name(self.topic, p))
+            for p in range(self.partitions)
+        ]
+        return [-1 if v is None else int(v) for v in versions_by_partition]
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            covered = self._covered()
+            if covered is not None:
+                self.timeline.append((time.time(), covered))
+            time.sleep(0.05)
+
+    def fresh_at(self, partition: int, offset: int) -> float | None:
+        """The first time the partition's coverage reached ``offset`` (coverage only grows)."""
+        if partition not in self._index:
+            self._index[partition] = [c[partition] for _, c in self.timeline]
+        at = bisect_left(self._index[partition], offset)
+        return self.timeline[at][0] if at < len(self.timeline) else None
+
+
+def _steady(
+    messages: Iterator[tuple[bytes | None, bytes]],
+    rate: float,
+    seconds: float,
+    producer: Producer,
+    topic: str,
+    sent: dict[tuple[int, int], float],
+) -> int:
+    count = 0
+    started = time.monotonic()
+    for key, value in messages:
+        due = started + count / rate
+        if due > started + seconds:
+            break
+        while (now := time.monotonic()) < due:
+            time.sleep(min(0.001, due - now))
+        at = time.time()
+
+        def delivered(err: Any, msg: Any, at: float = at) -> None:
+            if err is None:
+                sent[(msg.partition(), msg.offset())] = at
+
+        producer.produce(topic, value=value, key=key, on_delivery=delivered)
+        producer.poll(0)
+        count += 1
+    producer.flush(60)
+    return count
+
+
+def measure(rate: float, seconds: float, partitions: int, drain_s: float = 900) -> dict[str, Any]:
+    config = GeneratorConfig(
+        events=int(rate * seconds) + 1000, seed=11, scenario="warehouse_outage", bad_fraction=0.002
+    )
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
+        topic = "fresh"
+        ensure_topic(broker.bootstrap_servers, topic, partitions)
+        flow = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "orderhealth",
+                "run",
+                "--bootstrap-servers",
+                broker.bootstrap_servers,
+                "--topic",
+                topic,
+                "--lakehouse",
+                tmp,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert flow.stdout is not None
+        flow.stdout.readline()  # "Streaming ...": the flow is built
+        time.sleep(10)  # the gate's set-up (GX) is paid once, before the clock starts
+        coverage = _Coverage(tmp, topic, partitions)
+        poller = threading.Thread(target=coverage.run, daemon=True)
+        poller.start()
+        producer = Producer(
+            {
+                **client_config(broker.bootstrap_servers),
+                "linger.ms": "5",
+                "queue.buffering.max.messages": "1000000",
+            }
+        )
+        sent: dict[tuple[int, int], float] = {}
+        produced = _steady(generate_messages(config), rate, seconds, producer, topic, sent)
+        deadline = time.monotonic() + drain_s
+        last = {p: max((o for (q, o) in sent if q == p), default=-1) for p in range(partitions)}
+        while time.monotonic() < deadline:
+            if coverage.timeline and all(
+                coverage.timeline[-1][1][p] >= last[p] for p in range(partitions)
+            ):
+                break
+            time.sleep(0.5)
+        coverage.stop.set()
+        poller.join()
+        flow.send_signal(signal.SIGINT)
+        flow.wait(timeout=120)
+    delays = []
+    unseen = 0
+    for (partition, offset), at in sent.items():
+        fresh = coverage.fresh_at(partition, offset)
+        if fresh is None:
+            unseen += 1
+        else:
+            delays.append(fresh - at)
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "produced": produced,
+        "measured": len(delays),
+        "not_published_within_drain": unseen,
+        "p50_s": _percentile(delays, 0.50) if delays else None,
+        "p95_s": _percentile(delays, 0.95) if delays else None,
+        "p99_s": _percentile(delays, 0.99) if delays else None,
+        "publications": len(coverage.timeline),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rate", type=float, default=10_000)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--partitions", type=int, default=8)
+    args = parser.parse_args(argv)
+    print(measure(args.rate, args.seconds, args.partitions))
+
+
+if __name__ == "__main__":
+    main()

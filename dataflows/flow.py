@@ -171,6 +171,19 @@ def _produced_us(msg: KafkaSourceMessage[bytes | None, bytes | None]) -> int | N
     return msg.timestamp[1] * 1000
 
 
+def _fair_batch_size(config: FlowConfig) -> int:
+    """A partition's read size: at most its share of the in-flight credit.
+
+    Bytewax polls the source partitions in turn; with a read size as large as
+    the whole credit the first partition takes all of it every time and the
+    others wait until it is drained -- the watermark (the slowest partition's)
+    and so finality stall.  A share per partition keeps them moving together.
+    """
+    if config.max_in_flight is None:
+        return config.batch_size
+    return max(100, min(config.batch_size, config.max_in_flight // max(1, config.partitions)))
+
+
 def build_flow(
     config: FlowConfig,
     *,
@@ -246,7 +259,7 @@ def build_flow(
         [config.bootstrap_servers],
         [config.topic],
         tail=config.tail,
-        batch_size=config.batch_size,
+        batch_size=_fair_batch_size(config),
         add_config=dict(config.kafka_config),
         control=control,
     )

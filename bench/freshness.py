@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -36,6 +35,7 @@ from lakehouse.writer import stream_name
 from orderhealth.broker import EmbeddedBroker
 from orderhealth.generator import GeneratorConfig, generate_messages
 from orderhealth.kafka import client_config, ensure_topic
+from orderhealth.pipeline import run_command
 
 __all__ = ["measure"]
 
@@ -129,18 +129,7 @@ def measure(rate: float, seconds: float, partitions: int, drain_s: float = 900) 
         topic = "fresh"
         ensure_topic(broker.bootstrap_servers, topic, partitions)
         flow = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "orderhealth",
-                "run",
-                "--bootstrap-servers",
-                broker.bootstrap_servers,
-                "--topic",
-                topic,
-                "--lakehouse",
-                tmp,
-            ],
+            run_command(broker.bootstrap_servers, topic, tmp, once=False),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from rich.table import Table
 from orderhealth.broker import EmbeddedBroker
 from orderhealth.generator import GeneratorConfig, generate_messages
 from orderhealth.kafka import client_config, ensure_topic, produce
+from orderhealth.pipeline import run_command
 
 __all__ = ["ceiling", "main", "pipeline"]
 
@@ -76,23 +76,15 @@ def ceiling(bootstrap_servers: str, topic: str, partitions: int) -> dict[str, fl
 
 def pipeline(bootstrap_servers: str, topic: str, workers: int, lakehouse: Path) -> dict[str, Any]:
     """``orderhealth run --once`` to the end of the topic; events/s and its run summary."""
-    command = [
-        sys.executable,
-        "-m",
-        "orderhealth",
-        "run",
-        "--once",
-        "--bootstrap-servers",
+    command = run_command(
         bootstrap_servers,
-        "--topic",
         topic,
-        "--lakehouse",
-        str(lakehouse),
+        lakehouse,
         "--workers",
         str(workers),
         "--log-format",
         "json",
-    ]
+    )
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     seconds = time.perf_counter() - started

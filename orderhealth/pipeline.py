@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -12,7 +13,7 @@ from bytewax.run import cli_main
 from dataflows.flow import FlowConfig, build_flow
 from lakehouse.publication import GateRun
 
-__all__ = ["ensure_recovery_dir", "run_flow"]
+__all__ = ["ensure_recovery_dir", "run_command", "run_flow"]
 
 
 def ensure_recovery_dir(path: Path, partitions: int) -> None:
@@ -50,3 +51,23 @@ def run_flow(
         epoch_interval=timedelta(seconds=snapshot_interval_s),
         recovery_config=recovery,
     )
+
+
+def run_command(
+    bootstrap_servers: str, topic: str, lakehouse: str | Path, *extra: str, once: bool = True
+) -> list[str]:
+    """``orderhealth run`` as a command line, for running the flow as a real process."""
+    return [
+        sys.executable,
+        "-m",
+        "orderhealth",
+        "run",
+        *(["--once"] if once else []),
+        "--bootstrap-servers",
+        bootstrap_servers,
+        "--topic",
+        topic,
+        "--lakehouse",
+        str(lakehouse),
+        *extra,
+    ]

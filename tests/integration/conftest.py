@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +31,7 @@ from lakehouse.tables import (
 from orderhealth.broker import EmbeddedBroker
 from orderhealth.generator import GeneratorConfig, generate_messages
 from orderhealth.kafka import ensure_topic, produce
+from orderhealth.pipeline import run_command as pipeline_command
 from orderhealth.pipeline import run_flow
 
 pytestmark = pytest.mark.integration
@@ -171,17 +171,4 @@ def all_tables(root: Path) -> dict[str, pa.Table]:
 
 def run_command(broker: Kafka, topic: str, lakehouse: Path, *extra: str) -> list[str]:
     """``orderhealth run --once`` as a real process (for kill and plugin tests)."""
-    return [
-        sys.executable,
-        "-m",
-        "orderhealth",
-        "run",
-        "--once",
-        "--bootstrap-servers",
-        broker.bootstrap_servers,
-        "--topic",
-        topic,
-        "--lakehouse",
-        str(lakehouse),
-        *extra,
-    ]
+    return pipeline_command(broker.bootstrap_servers, topic, lakehouse, *extra)

@@ -11,7 +11,8 @@ recovery flag (``-w``, ``-i``, ``-a``, ``-r``, ``-s``, ``-b``)::
     python -m bytewax.run dataflows.app:get_flow -w 2 -i 0 -a "h0:2101;h1:2101" \\
         -r /var/lib/orderhealth/recovery -s 2 -b 600
 
-Flow control is per process and is switched off when ``-a`` lists several
+Signed sources come from ``ORDERHEALTH_EVENT_KEYS`` / ``ORDERHEALTH_EVENT_KEY_<SOURCE>``
+(see docs/operations.md).  Flow control is per process and is switched off when ``-a`` lists several
 processes (see :mod:`dataflows.kafka_source`); set ``ORDERHEALTH_MAX_IN_FLIGHT``
 to override.
 """
@@ -35,6 +36,7 @@ class ConfigError(RuntimeError):
 
 def config_from_env() -> FlowConfig:
     """Build the flow configuration from ``KAFKA_*`` and ``ORDERHEALTH_*`` variables."""
+    from orderhealth.event_keys import load_keyring
     from orderhealth.kafka import security_config, topic_partitions
 
     servers = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -56,6 +58,8 @@ def config_from_env() -> FlowConfig:
         kafka_config=security_config(),
         rules_path=os.environ.get("ORDERHEALTH_RECORD_RULES"),
         max_in_flight=int(in_flight) if in_flight else (None if multi_process else 20_000),
+        # ORDERHEALTH_EVENT_KEYS (a key file) and ORDERHEALTH_EVENT_KEY_<SOURCE>.
+        keyring=load_keyring(),
     )
 
 

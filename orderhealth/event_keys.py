@@ -104,12 +104,15 @@ def load_keyring(path: Path | None = None, environ: Mapping[str, str] | None = N
 def write_key_file(path: Path, sources: Iterable[str], key_ids: Iterable[str] = ("k1",)) -> KeyRing:
     """A new key file (mode 0600) with random 32-byte secrets for ``sources``."""
     ids = list(key_ids)
-    lines = ["# Order Health event-signing keys. Keep private (mode 0600); share each", ""]
+    lines = [
+        "# Order Health event-signing keys. Keep private (mode 0600); give each source",
+        "# system only its own section.",
+        "",
+    ]
     for name in sources:
         keys = {key_id: secrets.token_bytes(32) for key_id in ids}
         lines += [f'["{name}"]', f'sign_with = "{ids[-1]}"', f'["{name}".keys]']
         lines += [f'"{k}" = "{base64.b64encode(v).decode()}"' for k, v in keys.items()]
         lines.append("")
-    lines[0] += " source's section only with that source."
     write_private(path, "\n".join(lines).encode())
     return load_keyring(path, environ={})

@@ -76,17 +76,21 @@ def _max(table: pa.Table, column: str) -> datetime | None:
     return value if isinstance(value, datetime) else None
 
 
-def _processed(root: str) -> dict[tuple[str, int], int]:
+def _processed(root: str) -> tuple[dict[tuple[str, int], int], int]:
+    """Highest offset written per (topic, partition), and the number of bronze events."""
     out: dict[tuple[str, int], int] = {}
+    bronze_rows = 0
     for spec in (BRONZE_EVENTS, DEAD_LETTER):
         rows = read_table(root, spec, ["topic", "partition", "offset"])
+        if spec is BRONZE_EVENTS:
+            bronze_rows = rows.num_rows
         if rows.num_rows == 0:
             continue
         grouped = rows.group_by(["topic", "partition"]).aggregate([("offset", "max")])
         for row in grouped.to_pylist():
             key = (row["topic"], row["partition"])
             out[key] = max(out.get(key, -1), row["offset_max"])
-    return out
+    return out, bronze_rows
 
 
 def _log_end(consumer: Any, topic: str, partition: int, timeout: float) -> int:
@@ -155,7 +159,7 @@ def pipeline_status(
     timeout: float = 5.0,
 ) -> PipelineStatus:
     """Read the lakehouse (and, given a broker, its high watermarks) into one status."""
-    processed = _processed(root)
+    processed, bronze_rows = _processed(root)
     if topic is not None and partitions is not None:
         for p in range(partitions):
             processed.setdefault((topic, p), -1)
@@ -192,7 +196,7 @@ def pipeline_status(
         windows=windows,
         partitions=[PartitionLag(t, p, processed[(t, p)], high.get((t, p))) for t, p in keys],
         lag_error=lag_error,
-        events_in_bronze=read_table(root, BRONZE_EVENTS, ["offset"]).num_rows,
+        events_in_bronze=bronze_rows,
         dead_letters=dict(reasons.most_common()),
         quarantined_batches=len(quarantined),
         quarantined_rows=sum(b.rows for b in quarantined),

@@ -20,13 +20,7 @@ from typing import Any
 
 import msgspec
 
-from dataflows.contributions import (
-    Contribution,
-    Delta,
-    diff_contributions,
-    merge_delta,
-    order_contribution,
-)
+from dataflows.contributions import Delta, Item, add_item_changes, drop_unchanged, order_items
 from dataflows.dwell_history import DwellHistory
 from dataflows.lifecycle import (
     EVENT_RANK,
@@ -76,18 +70,20 @@ class _Order:
 
     __slots__ = (
         "baselines",
-        "contribution",
         "deadline_us",
         "dwells",
         "event_ids",
         "events",
+        "items",
         "last_offset",
     )
 
     def __init__(self) -> None:
         self.events: list[tuple[tuple[int, int, str], OrderEvent]] = []
         self.event_ids: set[str] = set()
-        self.contribution: Contribution = {}
+        #: The order's facts with their dimension values: its contribution to
+        #: the windows in compact form (dataflows.contributions.order_items).
+        self.items: tuple[Item, ...] = ()
         self.dwells: tuple[Transition, ...] = ()
         #: Baselines this order's dwells were judged against, by (stage, end):
         #: a decision is final, even after the partition history moves on.
@@ -96,8 +92,8 @@ class _Order:
         self.last_offset = -1
 
     def __getstate__(self) -> tuple[Any, ...]:
-        # The contribution is derivable from the rest and is the bulk of the
-        # state, so snapshots leave it out; PartitionProcessor rebuilds it.
+        # The items are derivable from the rest, so snapshots leave them
+        # out; PartitionProcessor rebuilds them.
         return (
             self.events,
             self.event_ids,
@@ -116,7 +112,7 @@ class _Order:
             self.deadline_us,
             self.last_offset,
         ) = state
-        self.contribution = {}
+        self.items = ()
 
 
 def _event_row(event: OrderEvent) -> dict[str, Any]:
@@ -179,13 +175,13 @@ class PartitionProcessor:
         self.history = state["history"]
         self._timers = state["timers"]
         # Between batches every order's view is up to date with the watermark
-        # (all passed deadlines have fired), so its contribution is exactly what
-        # deriving it again now gives.
+        # (all passed deadlines have fired), so its items are exactly what
+        # deriving them again now gives.
         watermark = self.watermark_us
         for order_id, order in self.orders.items():
             view = derive_view(order_id, [e for _, e in order.events], self.settings, watermark)
             view = add_outlier_flags(view, self.settings, watermark, self._baseline_for(order_id))
-            order.contribution = order_contribution(view, self.settings)
+            order.items = order_items(view, self.settings)
 
     @property
     def watermark_us(self) -> int | None:
@@ -262,6 +258,7 @@ class PartitionProcessor:
                     last_offset=self.orders[order_id].last_offset,
                 )
             )
+        drop_unchanged(delta)
         if watermark is not None:
             self.history.evict(watermark)
         return PartitionBatch(
@@ -294,9 +291,9 @@ class PartitionProcessor:
 
     def _apply(self, order_id: str, view: OrderView, delta: Delta) -> None:
         order = self.orders[order_id]
-        contribution = order_contribution(view, self.settings)
-        merge_delta(delta, diff_contributions(order.contribution, contribution))
-        order.contribution = contribution
+        items = order_items(view, self.settings)
+        add_item_changes(order.items, items, self.settings, delta)
+        order.items = items
         if view.next_deadline_us != order.deadline_us:
             order.deadline_us = view.next_deadline_us
             if view.next_deadline_us is not None:

@@ -96,9 +96,36 @@ class MetricWindows:
 
     def apply(self, batch: PartitionBatch) -> list[dict[str, Any]]:
         """Merge one partition batch; return the rows that changed."""
+        return self.apply_all([batch])
+
+    def apply_all(self, batches: list[PartitionBatch]) -> list[dict[str, Any]]:
+        """Merge several partition batches; return each changed row once.
+
+        Rows carry absolute values, so a row touched by several batches is
+        computed once, after the last of them (the sink keeps only the newest
+        row per key anyway).  Windows made final are forgotten after that.
+        """
         changed: set[WindowKey] = set()
+        final: set[WindowKey] = set()
         #: Series whose running late-open total moved, from which window start on.
         moved_from: dict[Series, int] = {}
+        for batch in batches:
+            self._absorb(batch, changed, final, moved_from)
+        for series, first in moved_from.items():
+            label, dim, value = series
+            changed.update((label, s, dim, value) for s in self.series_starts[series] if s > first)
+        rows = self._rows(changed, final)
+        for key in sorted(final, key=lambda k: k[1]):
+            self._forget(key)
+        return rows
+
+    def _absorb(
+        self,
+        batch: PartitionBatch,
+        changed: set[WindowKey],
+        final: set[WindowKey],
+        moved_from: dict[Series, int],
+    ) -> None:
         self._add(batch.window_delta, changed, moved_from)
         if batch.last_offset >= 0:
             self.progress[batch.stream] = max(
@@ -110,17 +137,10 @@ class MetricWindows:
         if batch.produced_us is not None:
             self.partition_produced[batch.stream] = batch.produced_us
         after = self.watermark_us
-        final: set[WindowKey] = set()
         if after is not None and after != before:
-            final = {k for k in self.windows if self._end(k) <= after}
-            changed.update(final)
-        for series, first in moved_from.items():
-            label, dim, value = series
-            changed.update((label, s, dim, value) for s in self.series_starts[series] if s > first)
-        rows = self._rows(changed, final)
-        for key in sorted(final, key=lambda k: k[1]):
-            self._forget(key)
-        return rows
+            newly = {k for k in self.windows if k not in final and self._end(k) <= after}
+            final.update(newly)
+            changed.update(newly)
 
     def _rows(self, changed: set[WindowKey], final: set[WindowKey]) -> list[dict[str, Any]]:
         """Rows for the changed windows; running totals in one pass per series."""
@@ -128,6 +148,11 @@ class MetricWindows:
         for key in changed:
             by_series.setdefault(_series(key), set()).add(key[1])
         rows = []
+        watermark = self.watermark_us
+        shared = {
+            "watermark_at": None if watermark is None else from_us(watermark),
+            "watermark_lag_seconds": self.watermark_lag_seconds,
+        }
         for series in sorted(by_series):
             label, dim, value = series
             wanted = by_series[series]
@@ -137,7 +162,9 @@ class MetricWindows:
                 vector = self.windows[key].vector
                 running += vector[_IN] - vector[_OUT]
                 if start in wanted:
-                    rows.append(self.row(key, late_open=running, is_final=key in final))
+                    rows.append(
+                        self.row(key, late_open=running, is_final=key in final, shared=shared)
+                    )
         return rows
 
     def _add(self, delta: Delta, changed: set[WindowKey], moved_from: dict[Series, int]) -> None:
@@ -174,7 +201,15 @@ class MetricWindows:
     def _end(self, key: WindowKey) -> int:
         return key[1] + self._sizes[key[0]]
 
-    def row(self, key: WindowKey, *, late_open: int, is_final: bool = False) -> dict[str, Any]:
+    def row(
+        self,
+        key: WindowKey,
+        *,
+        late_open: int,
+        is_final: bool = False,
+        shared: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """One output row; ``shared`` = the watermark fields, if already computed."""
         label, start, dimension, value = key
         window = self.windows[key]
         measures = dict(zip(MEASURES, window.vector, strict=True))
@@ -200,9 +235,13 @@ class MetricWindows:
         row.update(components)
         row["health_index"] = index
         row["health_components"] = used
-        watermark = self.watermark_us
-        row["watermark_at"] = None if watermark is None else from_us(watermark)
-        row["watermark_lag_seconds"] = self.watermark_lag_seconds
+        if shared is None:
+            watermark = self.watermark_us
+            shared = {
+                "watermark_at": None if watermark is None else from_us(watermark),
+                "watermark_lag_seconds": self.watermark_lag_seconds,
+            }
+        row.update(shared)
         return row
 
     @property

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration lint typecheck check schema clean superset superset-env browser
+.PHONY: bench install demo test test-unit test-integration lint typecheck check schema clean superset superset-env browser
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -57,6 +57,9 @@ schema: $(STAMP) ## Regenerate generated artefacts: the JSON Schema and the metr
 	$(BIN)/python -m quality.suites
 	$(BIN)/python -m orderhealth.superset_bundle
 	$(BIN)/python -m schemas.json_schema
+
+bench: $(STAMP) ## Benchmark (~30 min): throughput vs the consume+decode ceiling, freshness, memory.
+	$(BIN)/orderhealth bench
 
 clean:
 	rm -rf data .pytest_cache .mypy_cache .ruff_cache

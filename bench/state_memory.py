@@ -36,6 +36,15 @@ def _rss() -> int:
         return int(handle.read().split()[1]) * _PAGE
 
 
+def _peak_rss() -> int:
+    """VmHWM: the process's peak resident memory, in bytes."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def _events(first: int, count: int, offset: int) -> list[SourcedEvent]:
     out = []
     for i in range(first, first + count):
@@ -93,6 +102,7 @@ def measure(checkpoints: list[int], batch: int = 2500) -> list[dict[str, float]]
                 "open_orders": orders,
                 "rss_bytes_per_order": rss / orders,
                 "snapshot_bytes_per_order": snapshot / orders,
+                "peak_rss_mb": _peak_rss() / 2**20,
                 "elapsed_s": time.perf_counter() - started,
             }
         )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import tempfile
 import time
@@ -86,11 +87,18 @@ def pipeline(bootstrap_servers: str, topic: str, workers: int, lakehouse: Path) 
         "json",
     )
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"pipeline run failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
-    records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, text=True)
+        # wait4: this child's own peak RSS (the flow process, its largest).
+        _pid, status, usage = os.wait4(process.pid, 0)
+        seconds = time.perf_counter() - started
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    if process.returncode != 0:
+        raise RuntimeError(f"pipeline run failed: {stdout[-2000:]}{stderr[-2000:]}")
+    records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
     end = next(r for r in records if r["event"] == "run_end")
     return {
         "workers": workers,
@@ -99,6 +107,7 @@ def pipeline(bootstrap_servers: str, topic: str, workers: int, lakehouse: Path) 
         "events_per_s": end["consumed"] / seconds,
         "epochs": end["epochs"],
         "gate_runs": end["gate_runs"],
+        "peak_rss_mb": usage.ru_maxrss / 1024,
     }
 
 

@@ -36,7 +36,7 @@ from dataflows.timeutil import to_us
 from dataflows.twin import lifecycle_values
 from schemas.events import OrderEvent
 
-__all__ = ["PartitionBatch", "PartitionProcessor", "SourcedEvent"]
+__all__ = ["ORDER_EVICTED", "PartitionBatch", "PartitionProcessor", "SourcedEvent"]
 
 
 class SourcedEvent(msgspec.Struct, frozen=True):
@@ -74,6 +74,7 @@ class _Order:
         "dwells",
         "event_ids",
         "events",
+        "evict_at",
         "items",
         "last_offset",
     )
@@ -89,6 +90,8 @@ class _Order:
         #: a decision is final, even after the partition history moves on.
         self.baselines: dict[tuple[str, int], Baseline | None] = {}
         self.deadline_us: int | None = None
+        #: Watermark past which the finished order leaves hot state (None: not finished).
+        self.evict_at: int | None = None
         self.last_offset = -1
 
     def __getstate__(self) -> tuple[Any, ...]:
@@ -101,9 +104,12 @@ class _Order:
             self.baselines,
             self.deadline_us,
             self.last_offset,
+            self.evict_at,
         )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
+        if len(state) == 6:  # a snapshot from before eviction existed
+            state = (*state, None)
         (
             self.events,
             self.event_ids,
@@ -111,6 +117,7 @@ class _Order:
             self.baselines,
             self.deadline_us,
             self.last_offset,
+            self.evict_at,
         ) = state
         self.items = ()
 
@@ -127,6 +134,9 @@ def _event_row(event: OrderEvent) -> dict[str, Any]:
 #: Bronze warning for a duplicate ``event_id`` whose payload differs from the
 #: first copy: the first copy counts, the second is kept (flagged) for review.
 EVENT_ID_CONFLICT = "event_id_conflict"
+#: Bronze warning for an event of an order already evicted from hot state
+#: (finished long ago): kept, flagged is_late, left to a restatement.
+ORDER_EVICTED = "order_evicted"
 
 
 def _conflicts(order: _Order | None, event: OrderEvent) -> bool:
@@ -151,6 +161,11 @@ class PartitionProcessor:
         self.orders: dict[str, _Order] = {}
         self.history = DwellHistory(settings.outliers)
         self._timers: list[tuple[int, str]] = []
+        #: (watermark past which to evict, order id) for finished orders.
+        self._evictions: list[tuple[int, str]] = []
+        #: Evicted order id -> watermark past which it is forgotten.
+        self.evicted: dict[str, int] = {}
+        self._forget: list[tuple[int, str]] = []
 
     # -- recovery ---------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -163,6 +178,9 @@ class PartitionProcessor:
             "orders": self.orders,
             "history": self.history,
             "timers": self._timers,
+            "evictions": self._evictions,
+            "evicted": self.evicted,
+            "forget": self._forget,
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -174,6 +192,9 @@ class PartitionProcessor:
         self.orders = state["orders"]
         self.history = state["history"]
         self._timers = state["timers"]
+        self._evictions = state.get("evictions", [])
+        self.evicted = state.get("evicted", {})
+        self._forget = state.get("forget", [])
         # Between batches every order's view is up to date with the watermark
         # (all passed deadlines have fired), so its items are exactly what
         # deriving them again now gives.
@@ -209,6 +230,9 @@ class PartitionProcessor:
             warnings = item.warnings
             if duplicate and _conflicts(order, event):
                 warnings = (*warnings, EVENT_ID_CONFLICT)
+            if order is None and event.order_id in self.evicted:
+                late = True
+                warnings = (*warnings, ORDER_EVICTED)
             row = _event_row(event)
             row.update(
                 topic=item.topic,
@@ -237,7 +261,8 @@ class PartitionProcessor:
         if watermark is not None:
             while self._timers and self._timers[0][0] < watermark:
                 deadline, order_id = heapq.heappop(self._timers)
-                if self.orders[order_id].deadline_us == deadline:
+                timed = self.orders.get(order_id)
+                if timed is not None and timed.deadline_us == deadline:
                     touched.add(order_id)
 
         delta: Delta = {}
@@ -261,6 +286,7 @@ class PartitionProcessor:
         drop_unchanged(delta)
         if watermark is not None:
             self.history.evict(watermark)
+            self._evict_finished(watermark)
         return PartitionBatch(
             stream=self.stream,
             last_offset=last_offset,
@@ -270,6 +296,31 @@ class PartitionProcessor:
             window_delta=delta,
             produced_us=self.newest_produced_us,
         )
+
+    def _evict_finished(self, watermark: int) -> None:
+        """Drop finished orders whose retention has passed; forget old evicted ids.
+
+        Deterministic in the partition's log (the watermark is), so a replay
+        evicts the same orders at the same point.
+        """
+        while self._evictions and self._evictions[0][0] < watermark:
+            when, order_id = heapq.heappop(self._evictions)
+            order = self.orders.get(order_id)
+            if order is None or order.evict_at != when:
+                continue  # it changed since (a newer entry exists) or is gone
+            del self.orders[order_id]
+            forget_at = when - self.settings.finished_retention_us + self.settings.evicted_memory_us
+            self.evicted[order_id] = forget_at
+            heapq.heappush(self._forget, (forget_at, order_id))
+        while self._forget and self._forget[0][0] < watermark:
+            when, order_id = heapq.heappop(self._forget)
+            if self.evicted.get(order_id) == when:
+                del self.evicted[order_id]
+
+    @property
+    def open_orders(self) -> int:
+        """Orders in hot state (open, or finished within the retention)."""
+        return len(self.orders)
 
     def _derive(self, order_id: str, watermark: int | None) -> OrderView:
         order = self.orders[order_id]
@@ -298,6 +349,14 @@ class PartitionProcessor:
             order.deadline_us = view.next_deadline_us
             if view.next_deadline_us is not None:
                 heapq.heappush(self._timers, (view.next_deadline_us, order_id))
+        finished = view.next_deadline_us is None and (
+            view.delivered_us is not None or view.cancelled_us is not None
+        )
+        evict_at = view.last_event_us + self.settings.finished_retention_us if finished else None
+        if evict_at != order.evict_at:
+            order.evict_at = evict_at
+            if evict_at is not None:
+                heapq.heappush(self._evictions, (evict_at, order_id))
 
 
 def sort_key(event: OrderEvent, at_us: int) -> tuple[int, int, str]:

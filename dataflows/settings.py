@@ -83,6 +83,11 @@ class ComponentWeight(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return min(1.0, max(0.0, fraction))
 
 
+class _State(msgspec.Struct, forbid_unknown_fields=True):
+    finished_order_retention: str = "1d"
+    evicted_order_memory: str = "30d"
+
+
 class _HealthIndex(msgspec.Struct, forbid_unknown_fields=True):
     components: dict[str, ComponentWeight]
 
@@ -93,6 +98,7 @@ class _File(msgspec.Struct, forbid_unknown_fields=True):
     stages: _Stages
     anomalies: _Anomalies
     health_index: _HealthIndex
+    state: _State = msgspec.field(default_factory=_State)
 
 
 class OutlierSettings(msgspec.Struct, frozen=True):
@@ -118,6 +124,14 @@ class HealthSettings(msgspec.Struct, frozen=True):
     stage_sla_us: dict[EventType, int]
     outliers: OutlierSettings
     weights: dict[str, ComponentWeight]
+    #: A finished order (delivered or cancelled, nothing left to happen to its
+    #: view) leaves hot state once the watermark is this far past its last
+    #: event; the lifecycle table keeps it.  Bounds memory by the order rate.
+    finished_retention_us: int = 86_400_000_000
+    #: How long ids of evicted orders are remembered, so that a straggling
+    #: event for one is flagged (``order_evicted``) instead of starting a
+    #: phantom order.
+    evicted_memory_us: int = 30 * 86_400_000_000
 
     @classmethod
     def load(cls, path: Path | None = None) -> HealthSettings:
@@ -194,7 +208,20 @@ class HealthSettings(msgspec.Struct, frozen=True):
                 )
         if sum(w.weight for w in weights.values()) <= 0:
             raise SettingsError(f"{source}: health_index weights must not all be 0")
+        retention = parse_duration_us(
+            raw.state.finished_order_retention, what=f"{source}: state.finished_order_retention"
+        )
+        memory = parse_duration_us(
+            raw.state.evicted_order_memory, what=f"{source}: state.evicted_order_memory"
+        )
+        if memory < retention:
+            raise SettingsError(
+                f"{source}: state.evicted_order_memory must be at least "
+                "state.finished_order_retention"
+            )
         return cls(
+            finished_retention_us=retention,
+            evicted_memory_us=memory,
             outliers=OutlierSettings(anomalies.outlier_z, anomalies.outlier_min_samples, history),
             weights=dict(weights),
             window_sizes=tuple(sorted(sizes, key=lambda s: s[1])),

@@ -671,6 +671,48 @@ def broker(
         embedded.stop()
 
 
+@app.command()
+def bench(
+    events: Annotated[
+        int, typer.Option(min=1000, help="Pre-produced events for the throughput runs.")
+    ] = 1_000_000,
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions of the bench topic.")] = 8,
+    workers: Annotated[
+        list[int] | None, typer.Option(min=1, help="Worker counts to run (repeatable).")
+    ] = None,
+    rate: Annotated[
+        float, typer.Option(min=1, help="Events/s of the steady producer (freshness).")
+    ] = 10_000,
+    seconds: Annotated[float, typer.Option(min=1, help="How long the steady producer runs.")] = 60,
+    open_orders: Annotated[
+        list[int] | None, typer.Option(min=1, help="Open-order counts for memory (repeatable).")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where to save the JSON result.")] = Path(
+        "bench/results/bench.json"
+    ),
+) -> None:
+    """Benchmark: throughput against the consume+decode ceiling, freshness, memory, gate, commits.
+
+    Takes a while (about 30 min at the defaults on 2 cores); prints a table
+    and saves it as JSON with a top-level ``ratio`` (pipeline on 1 worker ÷
+    ceiling).  Figures are ratios within one run; see bench/README.md.
+    """
+    from bench.suite import BenchConfig
+    from bench.suite import main as run_bench
+
+    run_bench(
+        BenchConfig(
+            events=events,
+            partitions=partitions,
+            workers=tuple(workers or (1, 2)),
+            rate=rate,
+            seconds=seconds,
+            open_orders=tuple(open_orders or (100_000, 500_000, 1_000_000)),
+            out=str(out),
+        )
+    )
+
+
 # Registered after the commands above so that --help lists them in workflow order.
 register(app)
 

@@ -1,0 +1,126 @@
+"""Bounded hot state: finished orders leave memory after their retention.
+
+The flow must not keep every order it ever saw.  A finished order (delivered
+or cancelled, nothing left for the watermark to change) is evicted once the
+watermark is ``finished_retention`` past its last event; its id is remembered
+for ``evicted_memory`` so that a straggler is flagged instead of starting a
+phantom order; the window totals are untouched by eviction.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from dataflows.partition_processor import ORDER_EVICTED, PartitionProcessor, SourcedEvent
+from dataflows.settings import DEFAULT_CONFIG_PATH, HealthSettings, SettingsError
+from dataflows.window_metrics import MetricWindows
+from schemas.events import OrderEvent
+from tests.factories import at, event
+
+HOUR = 3_600_000_000
+SETTINGS = msgspec.structs.replace(
+    HealthSettings.load(), finished_retention_us=2 * HOUR, evicted_memory_us=10 * HOUR
+)
+
+
+class _Partition:
+    """One partition's processor fed one event at a time, with window totals."""
+
+    def __init__(self, settings: HealthSettings = SETTINGS) -> None:
+        self.processor = PartitionProcessor("t", 0, settings)
+        self.windows = MetricWindows(settings, ["t/0"])
+        self.bronze: list[dict] = []  # type: ignore[type-arg]
+        self.offset = 0
+
+    def feed(self, *events: OrderEvent) -> None:
+        batch = []
+        for e in events:
+            batch.append(SourcedEvent(e, "t", 0, self.offset))
+            self.offset += 1
+        result = self.processor.process(batch)
+        self.bronze.extend(result.bronze)
+        self.windows.apply(result)
+        self.processor = pickle.loads(pickle.dumps(self.processor))  # recovery round trip
+
+    def vectors(self) -> dict:  # type: ignore[type-arg]
+        return {k: list(w.vector) for k, w in self.windows.windows.items()}
+
+
+def _order(order_id: str, start_h: float) -> list[OrderEvent]:
+    return [
+        event("ORDER_CREATED", order_id, at(start_h)),
+        event("ROUTED", order_id, at(start_h + 0.5)),
+        event("SHIPPED", order_id, at(start_h + 1)),
+        event("DELIVERED", order_id, at(start_h + 3)),
+    ]
+
+
+def test_finished_orders_leave_hot_state_and_state_stays_bounded() -> None:
+    part = _Partition()
+    sizes = []
+    for i in range(60):  # one order an hour, each finished 3 hours after it starts
+        for e in _order(f"O{i}", i):
+            part.feed(e)
+        sizes.append(part.processor.open_orders)
+    # Watermark = newest event - 15 min; an order is evicted 2 h after its
+    # delivery, so at most ~6 orders are ever held, however long the stream.
+    assert max(sizes) <= 7, sizes
+    assert sizes[-1] == sizes[30], sizes
+    assert "O55" not in part.processor.orders and "O55" in part.processor.evicted
+    # Ids are remembered for 10 h only: the memory of evicted ids is bounded too.
+    assert "O0" not in part.processor.orders and "O0" not in part.processor.evicted
+    assert len(part.processor.evicted) <= 11
+    assert "O59" in part.processor.orders
+
+
+def test_eviction_does_not_change_any_window_total() -> None:
+    keep = _Partition(
+        msgspec.structs.replace(
+            SETTINGS, finished_retention_us=1000 * HOUR, evicted_memory_us=1000 * HOUR
+        )
+    )
+    evict = _Partition()
+    for i in range(30):
+        for e in _order(f"O{i}", i):
+            keep.feed(e)
+            evict.feed(e)
+    assert evict.processor.open_orders < keep.processor.open_orders
+    assert evict.vectors() == keep.vectors()
+
+
+def test_a_straggler_of_an_evicted_order_is_flagged_not_applied() -> None:
+    part = _Partition()
+    for e in _order("A", 0):
+        part.feed(e)
+    part.feed(*_order("B", 10))  # the watermark moves 10 h on: A is evicted
+    assert "A" not in part.processor.orders
+    before = part.vectors()
+    part.feed(event("EXCEPTION", "A", at(13.5)))  # after the watermark, but A is done
+    row = part.bronze[-1]
+    assert row["is_late"] is True and row["quality_warnings"] == ORDER_EVICTED
+    assert part.vectors() == before
+    assert "A" not in part.processor.orders  # no phantom order
+
+
+def test_evicted_ids_are_forgotten_after_their_memory() -> None:
+    part = _Partition()
+    for e in _order("A", 0):
+        part.feed(e)
+    part.feed(*_order("B", 6))
+    assert "A" in part.processor.evicted
+    part.feed(*_order("C", 20))  # A's last event + 10 h memory is behind the watermark
+    assert "A" not in part.processor.evicted
+
+
+def test_retention_settings_are_validated(tmp_path: Path) -> None:
+    text = DEFAULT_CONFIG_PATH.read_text()
+    bad = text.replace('evicted_order_memory = "30d"', 'evicted_order_memory = "1h"')
+    assert bad != text
+    path = tmp_path / "health.toml"
+    path.write_text(bad)
+    with pytest.raises(SettingsError, match="evicted_order_memory must be at least"):
+        HealthSettings.load(path)

@@ -82,7 +82,12 @@ class RowContribution:
 
 
 class RowDelta:
-    """A change to one window row: measure differences and kept values in/out."""
+    """A change to one window row: measure differences and kept values in/out.
+
+    ``added``/``removed`` are None until a kept value moves: most rows of a
+    change carry none, and allocating empty lists for them was a tenth of
+    the flow's time.
+    """
 
     __slots__ = ("added", "removed", "vector")
 
@@ -92,16 +97,28 @@ class RowDelta:
         added: list[list[int]] | None = None,
         removed: list[list[int]] | None = None,
     ) -> None:
-        # Built from its parts: diff_contributions knows them up front, and
-        # allocating empty ones to overwrite was a tenth of the flow's time.
         self.vector = [0] * _WIDTH if vector is None else vector
-        self.added: list[list[int]] = _no_values() if added is None else added
-        self.removed: list[list[int]] = _no_values() if removed is None else removed
+        self.added = added
+        self.removed = removed
 
-    def __getstate__(self) -> tuple[list[int], list[list[int]], list[list[int]]]:
+    def values_in(self, slot: int) -> list[int]:
+        if self.added is None:
+            self.added = _no_values()
+        return self.added[slot]
+
+    def values_out(self, slot: int) -> list[int]:
+        if self.removed is None:
+            self.removed = _no_values()
+        return self.removed[slot]
+
+    def __getstate__(
+        self,
+    ) -> tuple[list[int], list[list[int]] | None, list[list[int]] | None]:
         return (self.vector, self.added, self.removed)
 
-    def __setstate__(self, state: tuple[list[int], list[list[int]], list[list[int]]]) -> None:
+    def __setstate__(
+        self, state: tuple[list[int], list[list[int]] | None, list[list[int]] | None]
+    ) -> None:
         self.vector, self.added, self.removed = state
 
 
@@ -226,12 +243,18 @@ def _expand(item: Item, sign: int, settings: HealthSettings, into: Delta) -> Non
         for dim, dim_value in zip(dims, values, strict=True):
             if dim_value is None:
                 continue
-            change = _row_delta(into, (label, start, dim, dim_value))
+            key = (label, start, dim, dim_value)
+            change = into.get(key)
+            if change is None:
+                change = into[key] = RowDelta()
             vector = change.vector
             for index, amount in amounts:
                 vector[index] += amount
             if slot >= 0:
-                (change.added if sign > 0 else change.removed)[slot].extend([value] * abs(sign))
+                if sign > 0:
+                    change.values_in(slot).extend([value] * sign)
+                else:
+                    change.values_out(slot).extend([value] * -sign)
 
 
 def _distinct_rows(
@@ -279,5 +302,7 @@ def drop_unchanged(delta: Delta) -> None:
     """Remove rows whose changes cancel out (an order's fact moved within a window)."""
     for key in [k for k, c in delta.items() if not any(c.vector)]:
         change = delta[key]
-        if all(sorted(a) == sorted(r) for a, r in zip(change.added, change.removed, strict=True)):
+        added = change.added or _no_values()
+        removed = change.removed or _no_values()
+        if all(sorted(a) == sorted(r) for a, r in zip(added, removed, strict=True)):
             del delta[key]

@@ -180,11 +180,13 @@ class MetricWindows:
             if window is None:
                 window = self.windows[key] = _Window()
                 insort(self.series_starts.setdefault(_series(key), []), key[1])
-            for index, amount in enumerate(change.vector):
-                window.vector[index] += amount
-            for slot, counter in enumerate(window.values):
-                counter.update(change.added[slot])
-                counter.subtract(change.removed[slot])
+            window.vector = [a + b for a, b in zip(window.vector, change.vector, strict=True)]
+            if change.added is not None:
+                for counter, values in zip(window.values, change.added, strict=True):
+                    counter.update(values)
+            if change.removed is not None:
+                for counter, values in zip(window.values, change.removed, strict=True):
+                    counter.subtract(values)
             changed.add(key)
             if change.vector[_IN] or change.vector[_OUT]:
                 series = _series(key)

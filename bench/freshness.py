@@ -121,7 +121,14 @@ def _steady(
     return count
 
 
-def measure(rate: float, seconds: float, partitions: int, drain_s: float = 900) -> dict[str, Any]:
+def measure(
+    rate: float,
+    seconds: float,
+    partitions: int,
+    drain_s: float = 900,
+    run_options: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """``run_options``: extra ``orderhealth run`` options (epoch and gate cadence)."""
     config = GeneratorConfig(
         events=int(rate * seconds) + 1000, seed=11, scenario="warehouse_outage", bad_fraction=0.002
     )
@@ -129,7 +136,7 @@ def measure(rate: float, seconds: float, partitions: int, drain_s: float = 900) 
         topic = "fresh"
         ensure_topic(broker.bootstrap_servers, topic, partitions)
         flow = subprocess.Popen(
-            run_command(broker.bootstrap_servers, topic, tmp, once=False),
+            run_command(broker.bootstrap_servers, topic, tmp, *run_options, once=False),
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -179,6 +186,7 @@ def measure(rate: float, seconds: float, partitions: int, drain_s: float = 900) 
         "p95_s": _percentile(delays, 0.95) if delays else None,
         "p99_s": _percentile(delays, 0.99) if delays else None,
         "publications": len(coverage.timeline),
+        "run_options": list(run_options),
     }
 
 
@@ -187,8 +195,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=10_000)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument(
+        "--run-option", action="append", default=[], help="extra `orderhealth run` option"
+    )
     args = parser.parse_args(argv)
-    print(measure(args.rate, args.seconds, args.partitions))
+    print(measure(args.rate, args.seconds, args.partitions, run_options=tuple(args.run_option)))
 
 
 if __name__ == "__main__":

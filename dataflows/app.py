@@ -25,6 +25,7 @@ from pathlib import Path
 from bytewax.dataflow import Dataflow
 
 from dataflows.flow import FlowConfig, build_flow
+from dataflows.gc_tuning import tune_garbage_collector
 from dataflows.settings import HealthSettings
 
 __all__ = ["config_from_env", "get_flow"]
@@ -65,4 +66,6 @@ def config_from_env() -> FlowConfig:
 
 def get_flow() -> Dataflow:
     """The production dataflow, configured from the environment."""
-    return build_flow(config_from_env())
+    flow = build_flow(config_from_env())
+    tune_garbage_collector()
+    return flow

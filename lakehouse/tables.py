@@ -50,6 +50,15 @@ class TableSpec(msgspec.Struct, frozen=True):
     partition_by: tuple[str, ...] = ()
     #: Delta table properties set at creation.
     configuration: dict[str, str] = {}
+    #: Its writer compacts small files every this many of its own commits
+    #: (0 = never).  Only for tables with one writer process and no change-
+    #: feed reader: a compaction commit could otherwise conflict with a
+    #: concurrent write, or sit inside a change-feed range being read.
+    compact_every: int = 0
+
+
+#: Commits between compactions of a table's small files (see TableSpec).
+COMPACT_EVERY = 50
 
 
 def table_uri(root: str, spec: TableSpec) -> str:
@@ -110,6 +119,7 @@ BRONZE_EVENTS = TableSpec(
             pa.field("quality_warnings", pa.string()),
         ]
     ),
+    compact_every=COMPACT_EVERY,
 )
 
 DEAD_LETTER = TableSpec(
@@ -128,6 +138,7 @@ DEAD_LETTER = TableSpec(
             pa.field("got", pa.string()),
         ]
     ),
+    compact_every=COMPACT_EVERY,
 )
 
 
@@ -176,6 +187,7 @@ ORDER_LIFECYCLE = TableSpec(
             *_stage_fields(),
         ]
     ),
+    compact_every=COMPACT_EVERY,
 )
 
 
@@ -232,6 +244,7 @@ HEALTH_METRICS = TableSpec(
     merge_keys=_METRIC_KEYS,
     partition_by=("window_size",),
     schema=pa.schema([*_METRIC_FIELDS, *_PUBLICATION_FIELDS]),
+    compact_every=COMPACT_EVERY,
 )
 
 #: Key of a daily promise-fulfilment fact: the UTC day and the subject (a dimension).
@@ -276,6 +289,7 @@ PROMISE_FULFILMENT = TableSpec(
             pa.field("staging_version", pa.int64(), False),
         ]
     ),
+    compact_every=COMPACT_EVERY,
 )
 
 QUARANTINE = TableSpec(

@@ -96,3 +96,25 @@ def test_millisecond_timestamps_survive_a_round_trip(tmp_path: Path) -> None:
         [{"topic": "t", "partition": 0, "offset": 0, "at": moment}]
     )
     assert read_table(str(tmp_path), spec)["at"][0].as_py() == moment
+
+
+def test_writer_compacts_small_files_without_changing_data(tmp_path: Path) -> None:
+    """Every ``compact_every`` commits the writer bin-packs the small files."""
+    import msgspec
+
+    root = str(tmp_path)
+    spec = msgspec.structs.replace(DEAD_LETTER, compact_every=4)
+    writer = DeltaWriter(root, spec)
+    for offset in range(3):
+        writer.append([dead_row(0, offset)])
+    table = DeltaTable(table_uri(root, spec))
+    assert len(table.file_uris()) == 3  # one small file per commit so far
+    writer.append([dead_row(1, 0)])  # the 4th commit: then compaction
+    table = DeltaTable(table_uri(root, spec))
+    assert len(table.file_uris()) == 1
+    assert table.history(1)[0]["operation"] == "OPTIMIZE"
+    rows = sorted((r["partition"], r["offset"]) for r in read_table(root, spec).to_pylist())
+    assert rows == [(0, 0), (0, 1), (0, 2), (1, 0)]
+    # The exactly-once bookkeeping survives it: replays are still skipped.
+    assert table.transaction_version(writer.app_id("t/0")) == 2
+    assert DeltaWriter(root, spec).append([dead_row(0, 2), dead_row(1, 0)]) == 0

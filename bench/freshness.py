@@ -29,11 +29,12 @@ from confluent_kafka import Producer
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 
+from bench.throughput import bench_generator
 from lakehouse.reader import read_table
 from lakehouse.tables import HEALTH_METRICS, HEALTH_METRICS_STAGING, table_uri
 from lakehouse.writer import stream_name
 from orderhealth.broker import EmbeddedBroker
-from orderhealth.generator import GeneratorConfig, generate_messages
+from orderhealth.generator import generate_messages
 from orderhealth.kafka import client_config, ensure_topic
 from orderhealth.pipeline import run_command
 
@@ -133,9 +134,7 @@ def measure(
     run_options: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """``run_options``: extra ``orderhealth run`` options (epoch and gate cadence)."""
-    config = GeneratorConfig(
-        events=int(rate * seconds) + 1000, seed=11, scenario="warehouse_outage", bad_fraction=0.002
-    )
+    config = bench_generator(int(rate * seconds) + 1000, seed=11)
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         topic = "fresh"
         ensure_topic(broker.bootstrap_servers, topic, partitions)

@@ -34,7 +34,7 @@ from dataflows.lifecycle import (
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import to_us
 from dataflows.twin import lifecycle_values
-from schemas.events import OrderEvent
+from schemas.events import EventType, OrderEvent
 
 __all__ = ["ORDER_EVICTED", "PartitionBatch", "PartitionProcessor", "SourcedEvent"]
 
@@ -76,7 +76,9 @@ class _Order:
         "events",
         "evict_at",
         "items",
+        "last_event_us",
         "last_offset",
+        "terminal",
     )
 
     def __init__(self) -> None:
@@ -93,6 +95,11 @@ class _Order:
         #: Watermark past which the finished order leaves hot state (None: not finished).
         self.evict_at: int | None = None
         self.last_offset = -1
+        #: Newest accepted event time, and whether a DELIVERED or CANCELLED
+        #: event was accepted: tracked event by event, so that when an order
+        #: retires does not depend on how the log was cut into batches.
+        self.last_event_us = -1
+        self.terminal = False
 
     def __getstate__(self) -> tuple[Any, ...]:
         # The items are derivable from the rest, so snapshots leave them
@@ -105,11 +112,18 @@ class _Order:
             self.deadline_us,
             self.last_offset,
             self.evict_at,
+            self.last_event_us,
+            self.terminal,
         )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         if len(state) == 6:  # a snapshot from before eviction existed
             state = (*state, None)
+        if len(state) == 7:
+            events = state[0]
+            last = max((to_us(e.event_time) for _, e in events), default=-1)
+            done = any(e.event_type in _TERMINAL for _, e in events)
+            state = (*state, last, done)
         (
             self.events,
             self.event_ids,
@@ -118,6 +132,8 @@ class _Order:
             self.deadline_us,
             self.last_offset,
             self.evict_at,
+            self.last_event_us,
+            self.terminal,
         ) = state
         self.items = ()
 
@@ -137,6 +153,7 @@ EVENT_ID_CONFLICT = "event_id_conflict"
 #: Bronze warning for an event of an order already evicted from hot state
 #: (finished long ago): kept, flagged is_late, left to a restatement.
 ORDER_EVICTED = "order_evicted"
+_TERMINAL = frozenset({EventType.DELIVERED, EventType.CANCELLED})
 
 
 def _conflicts(order: _Order | None, event: OrderEvent) -> bool:
@@ -224,15 +241,18 @@ class PartitionProcessor:
             event = item.event
             at = to_us(event.event_time)
             order = self.orders.get(event.order_id)
-            duplicate = order is not None and event.event_id in order.event_ids
             watermark = self.watermark_us
-            late = not duplicate and watermark is not None and at < watermark
             warnings = item.warnings
-            if duplicate and _conflicts(order, event):
-                warnings = (*warnings, EVENT_ID_CONFLICT)
-            if order is None and event.order_id in self.evicted:
-                late = True
+            if self._retired(event.order_id, order, watermark):
+                # Finished and past its retention: whether or not it is still
+                # in memory, nothing more counts live (see _retired).
+                duplicate, late = False, True
                 warnings = (*warnings, ORDER_EVICTED)
+            else:
+                duplicate = order is not None and event.event_id in order.event_ids
+                late = not duplicate and watermark is not None and at < watermark
+                if duplicate and _conflicts(order, event):
+                    warnings = (*warnings, EVENT_ID_CONFLICT)
             row = _event_row(event)
             row.update(
                 topic=item.topic,
@@ -253,6 +273,8 @@ class PartitionProcessor:
             order.event_ids.add(event.event_id)
             insort(order.events, (sort_key(event, at), event), key=lambda pair: pair[0])
             order.last_offset = item.offset
+            order.last_event_us = max(order.last_event_us, at)
+            order.terminal = order.terminal or event.event_type in _TERMINAL
             touched.add(event.order_id)
             if self.max_event_us is None or at > self.max_event_us:
                 self.max_event_us = at
@@ -295,6 +317,23 @@ class PartitionProcessor:
             lifecycle=lifecycle,
             window_delta=delta,
             produced_us=self.newest_produced_us,
+        )
+
+    def _retired(self, order_id: str, order: _Order | None, watermark: int | None) -> bool:
+        """A finished order whose retention has passed: its events no longer count live.
+
+        Decided event by event from what the partition's log has shown so far
+        (a DELIVERED or CANCELLED event, the newest event time, the
+        watermark), never from when a batch ended, so every replay and every
+        batching flags the same events.  Eviction from memory follows later
+        (:meth:`_evict_finished`) and changes nothing about this decision.
+        """
+        if order is None:
+            return order_id in self.evicted
+        return (
+            order.terminal
+            and watermark is not None
+            and watermark > order.last_event_us + self.settings.finished_retention_us
         )
 
     def _evict_finished(self, watermark: int) -> None:
@@ -349,10 +388,10 @@ class PartitionProcessor:
             order.deadline_us = view.next_deadline_us
             if view.next_deadline_us is not None:
                 heapq.heappush(self._timers, (view.next_deadline_us, order_id))
-        finished = view.next_deadline_us is None and (
-            view.delivered_us is not None or view.cancelled_us is not None
-        )
-        evict_at = view.last_event_us + self.settings.finished_retention_us if finished else None
+        # Out of memory once retired and nothing is left for the watermark to
+        # change (no deadline pending): its view is final.
+        finished = order.terminal and view.next_deadline_us is None
+        evict_at = order.last_event_us + self.settings.finished_retention_us if finished else None
         if evict_at != order.evict_at:
             order.evict_at = evict_at
             if evict_at is not None:

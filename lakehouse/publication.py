@@ -50,6 +50,7 @@ from lakehouse.tables import (
     QUARANTINE,
     QUARANTINE_ACTIONS,
     VALIDATION_RUNS,
+    TableSpec,
 )
 from lakehouse.writer import DeltaWriter
 
@@ -260,7 +261,7 @@ class Publisher:
                 "quarantined_at": now,
             }
             self.quarantine.append_once(
-                _with_columns(batch, extra, QUARANTINE.schema), stream=self.stream, version=last
+                _with_columns(batch, extra, QUARANTINE), stream=self.stream, version=last
             )
         else:
             self._publish(self.published, batch, verdict, last, validation_run_id=run_id)
@@ -302,7 +303,7 @@ class Publisher:
         warnings = ",".join(sorted({f.expectation for f in verdict.warnings})) or None
         extra = dict(ids, quality_status=verdict.outcome, quality_warnings=warnings)
         writer.merge_once(
-            _with_columns(rows, extra, writer.spec.schema),
+            _with_columns(rows, extra, writer.spec),
             stream=self.stream,
             version=version,
             newer_column="staging_version",
@@ -321,7 +322,10 @@ class Publisher:
 
 
 _BATCH_SCHEMA = pa.schema(
-    [*HEALTH_METRICS_STAGING.schema, pa.field("staging_version", pa.int64(), False)]
+    [
+        *(HEALTH_METRICS_STAGING.schema.field(c) for c in METRIC_COLUMNS),
+        pa.field("staging_version", pa.int64(), False),
+    ]
 )
 _EMPTY_BATCH = _BATCH_SCHEMA.empty_table()
 
@@ -333,16 +337,20 @@ def _worst(a: str, b: str) -> str:
     return a if _SEVERITY[a] >= _SEVERITY[b] else b
 
 
-def _with_columns(batch: pa.Table, constants: dict[str, Any], schema: pa.Schema) -> pa.Table:
-    """The batch with constant columns added, in the target table's column order."""
+def _with_columns(batch: pa.Table, constants: dict[str, Any], spec: TableSpec) -> pa.Table:
+    """The batch with constant columns added, in the target table's column order.
+
+    Columns the writer derives (``spec.day_columns``) are left to it.
+    """
     n = batch.num_rows
+    fields = [f for f in spec.schema if f.name not in spec.day_columns]
     columns = []
-    for field in schema:
+    for field in fields:
         if field.name in constants:
             columns.append(pa.array([constants[field.name]] * n, field.type))
         else:
             columns.append(batch[field.name].cast(field.type))
-    return pa.Table.from_arrays(columns, schema=schema)
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
 
 
 def _run_row(
@@ -522,7 +530,7 @@ def _release(root: str, batch_id: str, *, actor: str, reason: str, pipeline_id: 
                 "quality_warnings": "released from quarantine",
             }
             DeltaWriter(root, PROMISE_FULFILMENT, pipeline_id=pipeline_id).merge_once(
-                _with_columns(facts, extra, PROMISE_FULFILMENT.schema),
+                _with_columns(facts, extra, PROMISE_FULFILMENT),
                 stream=stream,
                 version=0,
                 newer_column="staging_version",

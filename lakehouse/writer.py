@@ -30,14 +30,19 @@ from typing import Any
 
 import msgspec
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
 from lakehouse.tables import TableSpec, table_uri
 
-__all__ = ["Chunk", "DeltaWriter", "stream_name"]
+__all__ = ["Chunk", "DeltaWriter", "LakehouseLayoutError", "stream_name"]
 
 log = logging.getLogger(__name__)
+
+
+class LakehouseLayoutError(RuntimeError):
+    """A table on disk was laid out (partitioned) differently from its spec."""
 
 
 def stream_name(topic: str, partition: int) -> str:
@@ -84,9 +89,20 @@ class DeltaWriter:
                     configuration=dict(self.spec.configuration) or None,
                     storage_options=self.storage_options,
                 )
+            self._check_layout(self._table)
         else:
             self._table.update_incremental()
         return self._table
+
+    def _check_layout(self, table: DeltaTable) -> None:
+        """Refuse a table laid out by another version: writes would fail or not prune."""
+        found = tuple(table.metadata().partition_columns)
+        if found != self.spec.partition_by:
+            raise LakehouseLayoutError(
+                f"{self.uri} is partitioned by {list(found)}, this version writes "
+                f"{list(self.spec.partition_by)}: re-create the lakehouse "
+                "(orderhealth demo does) or move the table aside"
+            )
 
     def app_id(self, stream: str) -> str:
         return f"{self.pipeline_id}:{self.spec.path}:{stream}"
@@ -127,11 +143,26 @@ class DeltaWriter:
             log.debug("delta_commit", extra={"fields": done})
 
     def _arrow(self, rows: Sequence[Mapping[str, Any]] | pa.Table) -> pa.Table:
+        schema = self.spec.schema
+        derived = self.spec.day_columns
         if isinstance(rows, pa.Table):
-            return rows.select(self.spec.schema.names).cast(self.spec.schema)
-        # Column by column: half the time of Table.from_pylist on metric rows.
-        columns = {name: [row.get(name) for row in rows] for name in self.spec.schema.names}
-        return pa.Table.from_pydict(columns, schema=self.spec.schema)
+            columns = {n: rows[n] for n in schema.names if n not in derived}
+        else:
+            # Column by column: half the time of Table.from_pylist on metric rows.
+            columns = {n: [row.get(n) for row in rows] for n in schema.names if n not in derived}
+        for name, source in derived.items():
+            stamps = columns[source]
+            if not isinstance(stamps, pa.Array | pa.ChunkedArray):
+                stamps = columns[source] = pa.array(stamps, schema.field(source).type)
+            columns[name] = pc.cast(stamps, schema.field(name).type)
+        if isinstance(rows, pa.Table):
+            return pa.table(columns).select(schema.names).cast(schema)
+        return pa.Table.from_pydict(columns, schema=schema)
+
+    def _merge_predicate(self, keys: Sequence[str]) -> str:
+        """Join on the keys, plus the partition columns so the MERGE prunes by partition."""
+        extra = [c for c in self.spec.partition_by if c not in keys]
+        return " AND ".join(f"t.{k} = s.{k}" for k in (*keys, *extra))
 
     def compact(self) -> dict[str, Any]:
         """Rewrite the table's small files into larger ones (no data change).
@@ -202,7 +233,7 @@ class DeltaWriter:
                 latest[tuple(row[k] for k in keys)] = row
         if not latest:
             return 0
-        predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+        predicate = self._merge_predicate(keys)
         with self._commit("merge", len(latest), progress):
             (
                 self.table()
@@ -261,7 +292,7 @@ class DeltaWriter:
             raise ValueError(f"{self.spec.path} has no merge keys")
         if not len(rows) or self.committed([stream])[stream] >= version:
             return 0
-        predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+        predicate = self._merge_predicate(keys)
         newer = f"s.{newer_column} >= t.{newer_column}" if newer_column else None
         with self._commit("merge", len(rows), {stream: version}):
             (

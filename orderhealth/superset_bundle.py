@@ -99,6 +99,8 @@ WHERE newest = 1
 def _sql_type(t: pa.DataType) -> tuple[str, bool]:
     if pa.types.is_timestamp(t):
         return "TIMESTAMP WITH TIME ZONE", True
+    if pa.types.is_date(t):
+        return "DATE", True
     if pa.types.is_boolean(t):
         return "BOOLEAN", False
     if pa.types.is_integer(t):

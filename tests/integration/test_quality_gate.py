@@ -216,7 +216,7 @@ def test_a_crash_between_publication_and_run_record_is_completed_once(lakehouse:
         "quality_warnings": None,
     }
     publisher.published.merge_once(
-        _with_columns(batch, extra, HEALTH_METRICS.schema),
+        _with_columns(batch, extra, HEALTH_METRICS),
         stream=publisher.stream,
         version=last,
         newer_column="staging_version",

@@ -6,11 +6,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from deltalake import DeltaTable
 
 from lakehouse.reader import read_table
 from lakehouse.tables import DEAD_LETTER, ORDER_LIFECYCLE, TableSpec, table_uri
-from lakehouse.writer import Chunk, DeltaWriter
+from lakehouse.writer import Chunk, DeltaWriter, LakehouseLayoutError
 
 KV = TableSpec(
     path="test/kv",
@@ -118,3 +119,45 @@ def test_writer_compacts_small_files_without_changing_data(tmp_path: Path) -> No
     # The exactly-once bookkeeping survives it: replays are still skipped.
     assert table.transaction_version(writer.app_id("t/0")) == 2
     assert DeltaWriter(root, spec).append([dead_row(0, 2), dead_row(1, 0)]) == 0
+
+
+DAILY = TableSpec(
+    path="test/daily",
+    merge_keys=("k", "at"),
+    partition_by=("day",),
+    day_columns={"day": "at"},
+    schema=pa.schema(
+        [
+            pa.field("k", pa.string(), False),
+            pa.field("at", pa.timestamp("us", tz="UTC"), False),
+            pa.field("v", pa.int64()),
+            pa.field("day", pa.date32()),
+        ]
+    ),
+)
+
+
+def _daily(k: str, day: int, hour: int, v: int) -> dict:
+    return {"k": k, "at": datetime(2026, 11, day, hour, tzinfo=UTC), "v": v}
+
+
+def test_day_partitioned_merge_rewrites_only_the_days_it_touches(tmp_path: Path) -> None:
+    """The writer derives the day column, and a MERGE leaves other days' files alone."""
+    writer = DeltaWriter(str(tmp_path), DAILY)
+    rows = [_daily(k, day, 23, 1) for k in "abc" for day in (1, 2, 3)]
+    writer.upsert([Chunk({"t/0": 0}, rows)])
+    before = set(DeltaTable(writer.uri).file_uris())
+    writer.upsert([Chunk({"t/0": 1}, [_daily("a", 3, 23, 7), _daily("z", 3, 1, 9)])])
+    after = set(DeltaTable(writer.uri).file_uris())
+    assert len(before - after) == 1  # only day 3's file was rewritten
+    assert all("day=2026-11-03" in f for f in after - before)
+    got = {(r["k"], r["day"].day, r["v"]) for r in read_table(str(tmp_path), DAILY).to_pylist()}
+    assert ("a", 3, 7) in got and ("z", 3, 9) in got and ("a", 1, 1) in got
+    assert len(got) == 10  # 9 + one new key; the merge replaced, not duplicated
+
+
+def test_a_table_laid_out_by_another_version_is_refused(tmp_path: Path) -> None:
+    DeltaWriter(str(tmp_path), KV).upsert([Chunk({"t/0": 0}, [{"k": "a", "v": 1}])])
+    moved = TableSpec(path=KV.path, merge_keys=KV.merge_keys, schema=KV.schema, partition_by=("k",))
+    with pytest.raises(LakehouseLayoutError, match="partitioned by \\[\\], this version writes"):
+        DeltaWriter(str(tmp_path), moved).table()

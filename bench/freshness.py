@@ -93,10 +93,6 @@ class _Coverage:
         return self.timeline[at][0] if at < len(self.timeline) else None
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def _steady(
     messages: Iterator[tuple[bytes | None, bytes]],
     rate: float,
@@ -143,9 +139,6 @@ def measure(
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
-            # Ctrl-C must reach it even when the bench runs in the background
-            # (where a shell starts jobs with SIGINT ignored).
-            preexec_fn=_default_sigint,
         )
         assert flow.stdout is not None
         flow.stdout.readline()  # "Streaming ...": the flow is built
@@ -172,7 +165,7 @@ def measure(
             time.sleep(0.5)
         coverage.stop.set()
         poller.join()
-        flow.send_signal(signal.SIGINT)
+        flow.send_signal(signal.SIGINT)  # a clean stop (orderhealth run handles it)
         flow.wait(timeout=120)
     delays = []
     unseen = 0

@@ -26,6 +26,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -199,6 +200,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
     args = parser.parse_args(argv)
+    # Ctrl-C reaches the whole process group; the flow decides when the gate
+    # stops (it closes our stdin), so the gate does not die mid-run on its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if args.log_format == "json" else TextFormatter())
     # Our own messages at the requested level; libraries' only when they warn.

@@ -14,6 +14,11 @@ so it "can support exactly-once processing" together with our Delta sinks.
 Credit is per process.  With several processes (``-i/-a``) a partition's
 messages may be processed in another process, so pass ``max_in_flight=None``
 there (no flow control).
+
+The wrapper is also how a run stops cleanly (:func:`request_stop`, from a
+signal handler): every partition reports end-of-input at its next read, so
+Bytewax finishes the flow as at the end of a topic -- the last epoch is
+committed, the gate publishes it, the offsets are snapshotted.
 """
 
 from __future__ import annotations
@@ -25,7 +30,18 @@ from typing import Any
 from bytewax.connectors.kafka import KafkaSource
 from bytewax.inputs import StatefulSourcePartition
 
-__all__ = ["FlowControl", "FlowControlledKafkaSource"]
+__all__ = ["FlowControl", "FlowControlledKafkaSource", "request_stop", "stop_requested"]
+
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask every source partition in this process to end its input (signal-safe)."""
+    _STOP.set()
+
+
+def stop_requested() -> bool:
+    return _STOP.is_set()
 
 
 class FlowControl:
@@ -59,6 +75,8 @@ class _FlowControlledPartition(StatefulSourcePartition[Any, Any]):
         self._control = control
 
     def next_batch(self) -> list[Any]:
+        if _STOP.is_set():
+            raise StopIteration  # Bytewax: this partition's input is complete
         if not self._control.may_consume():
             return []
         batch = list(self._inner.next_batch())

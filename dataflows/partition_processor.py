@@ -75,6 +75,7 @@ class _Order:
         "event_ids",
         "events",
         "evict_at",
+        "first_seen_us",
         "items",
         "last_event_us",
         "last_offset",
@@ -100,6 +101,10 @@ class _Order:
         #: retires does not depend on how the log was cut into batches.
         self.last_event_us = -1
         self.terminal = False
+        #: Event time of the first event accepted for the order, in log order:
+        #: fixed for the order's life (silver/order_lifecycle is partitioned
+        #: by its day, so a row never moves between partitions).
+        self.first_seen_us = -1
 
     def __getstate__(self) -> tuple[Any, ...]:
         # The items are derivable from the rest, so snapshots leave them
@@ -114,6 +119,7 @@ class _Order:
             self.evict_at,
             self.last_event_us,
             self.terminal,
+            self.first_seen_us,
         )
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
@@ -124,6 +130,8 @@ class _Order:
             last = max((to_us(e.event_time) for _, e in events), default=-1)
             done = any(e.event_type in _TERMINAL for _, e in events)
             state = (*state, last, done)
+        if len(state) == 9:  # before first_seen_us: the earliest event stands in
+            state = (*state, min(to_us(e.event_time) for _, e in state[0]))
         (
             self.events,
             self.event_ids,
@@ -134,6 +142,7 @@ class _Order:
             self.evict_at,
             self.last_event_us,
             self.terminal,
+            self.first_seen_us,
         ) = state
         self.items = ()
 
@@ -270,6 +279,7 @@ class PartitionProcessor:
                 continue
             if order is None:
                 order = self.orders[event.order_id] = _Order()
+                order.first_seen_us = at
             order.event_ids.add(event.event_id)
             insort(order.events, (sort_key(event, at), event), key=lambda pair: pair[0])
             order.last_offset = item.offset
@@ -303,6 +313,7 @@ class PartitionProcessor:
                     topic=self.topic,
                     partition=self.partition,
                     last_offset=self.orders[order_id].last_offset,
+                    first_seen_us=self.orders[order_id].first_seen_us,
                 )
             )
         drop_unchanged(delta)

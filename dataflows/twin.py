@@ -40,9 +40,13 @@ def _ts(at_us: int | None) -> datetime | None:
 
 
 def lifecycle_values(
-    view: OrderView, *, topic: str, partition: int, last_offset: int
+    view: OrderView, *, topic: str, partition: int, last_offset: int, first_seen_us: int
 ) -> dict[str, Any]:
-    """Row values for one order (column name -> value)."""
+    """Row values for one order (column name -> value).
+
+    ``first_seen_us``: event time of the first event the stream accepted for
+    the order; its day partitions the table (the writer derives it).
+    """
     attrs = view.attributes
     row: dict[str, Any] = {
         # base layer
@@ -83,6 +87,7 @@ def lifecycle_values(
         "topic": topic,
         "partition": partition,
         "last_event_offset": last_offset,
+        "first_seen_at": _ts(first_seen_us),
     }
     for stage, column in STAGE_COLUMNS:
         row[f"{column}_at"] = _ts(view.stage_us.get(stage.value))

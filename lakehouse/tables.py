@@ -189,8 +189,17 @@ ORDER_LIFECYCLE = TableSpec(
             pa.field("partition", pa.int32(), False),
             pa.field("last_event_offset", pa.int64(), False),
             *_stage_fields(),
+            # Event time of the first event the stream accepted for the order
+            # (in Kafka order), and its UTC day, derived by the writer.  The
+            # day partitions the table: fixed for the order's life, and near
+            # the orders an epoch touches, so a MERGE rewrites recent days
+            # only instead of every order ever seen.
+            pa.field("first_seen_at", TIMESTAMP, False),
+            pa.field("first_seen_date", pa.date32()),
         ]
     ),
+    partition_by=("first_seen_date",),
+    day_columns={"first_seen_date": "first_seen_at"},
     compact_every=COMPACT_EVERY,
 )
 

@@ -291,6 +291,30 @@ def _run_summary(outcome: str) -> None:
     console.print(table)
 
 
+def _stop_on_signals() -> None:
+    """SIGTERM and SIGINT (Ctrl-C) stop the flow cleanly; a second one stops it at once.
+
+    A clean stop ends every partition's input (:func:`request_stop`), so the
+    flow finishes as at the end of a topic: the last epoch is committed and
+    published.  Raising KeyboardInterrupt from the handler instead would fire
+    inside whatever Python step was running -- a sink's commit, say -- and
+    Bytewax reports that as a failed step.  Installed explicitly because a
+    service manager stops with SIGTERM (default: die without a summary) and a
+    background job of a non-interactive shell inherits SIGINT ignored.
+    """
+    from dataflows.kafka_source import request_stop, stop_requested
+
+    def handle(signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        if stop_requested():
+            raise KeyboardInterrupt(name)
+        request_stop()
+        os.write(2, f"{name}: stopping after the messages in flight (again to stop now)\n".encode())
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+
+
 @app.command()
 def run(
     bootstrap_servers: Bootstrap = None,
@@ -390,6 +414,9 @@ def run(
     console.print(f"Streaming {topic} ({count} partitions) from {bootstrap_servers} into {root}")
     for source, keys in sorted(keyring.sources.items()):
         console.print(f"Events from {source} must be signed ({len(keys.keys)} active key(s))")
+    from dataflows.kafka_source import stop_requested
+
+    _stop_on_signals()
     outcome = "failed"
     try:
         run_flow(
@@ -399,7 +426,7 @@ def run(
             recovery_dir=recovery_dir,
             backup_interval_s=backup_interval,
         )
-        outcome = "finished"
+        outcome = "stopped" if stop_requested() else "finished"
     except KeyboardInterrupt:
         outcome = "interrupted"
     finally:

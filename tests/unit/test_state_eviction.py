@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from dataflows.partition_processor import ORDER_EVICTED, PartitionProcessor, SourcedEvent
 from dataflows.settings import DEFAULT_CONFIG_PATH, HealthSettings, SettingsError
+from dataflows.timeutil import to_us
 from dataflows.window_metrics import MetricWindows
 from schemas.events import OrderEvent
 from tests.factories import at, event
@@ -167,3 +168,15 @@ def test_what_retires_does_not_depend_on_how_the_log_is_batched(case, cut: int) 
     one_by_one = _run(partitions, [1] * 10_000)
     in_chunks = _run(partitions, [cut] * 10_000)
     assert one_by_one == in_chunks
+
+
+def test_an_orders_first_seen_time_is_its_first_accepted_event_and_never_moves() -> None:
+    """silver/order_lifecycle is partitioned by this day: a row must not change partition."""
+    part = _Partition()
+    part.feed(event("ROUTED", "A", at(30)))  # seen first, out of order
+    part.feed(event("ORDER_CREATED", "A", at(29)))  # earlier, but seen later
+    part.feed(event("ROUTED", "A", at(30)))  # a duplicate changes nothing either
+    result = part.processor.process([SourcedEvent(event("SHIPPED", "A", at(40)), "t", 0, 9)])
+    assert part.processor.orders["A"].first_seen_us == to_us(at(30))
+    (row,) = result.lifecycle
+    assert row["first_seen_at"] == at(30)

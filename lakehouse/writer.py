@@ -36,13 +36,43 @@ from deltalake.exceptions import TableNotFoundError
 
 from lakehouse.tables import TableSpec, table_uri
 
-__all__ = ["Chunk", "DeltaWriter", "LakehouseLayoutError", "stream_name"]
+__all__ = [
+    "Chunk",
+    "DeltaWriter",
+    "LakehouseLayoutError",
+    "check_layout",
+    "check_layouts",
+    "stream_name",
+]
 
 log = logging.getLogger(__name__)
 
 
 class LakehouseLayoutError(RuntimeError):
     """A table on disk was laid out (partitioned) differently from its spec."""
+
+
+def check_layout(spec: TableSpec, table: DeltaTable) -> None:
+    """Refuse a table laid out by another version: writes would fail or not prune."""
+    found = tuple(table.metadata().partition_columns)
+    if found != spec.partition_by:
+        raise LakehouseLayoutError(
+            f"{spec.path} is partitioned by {list(found)}, this version writes "
+            f"{list(spec.partition_by)}: re-create the lakehouse "
+            "(orderhealth demo does) or move the table aside"
+        )
+
+
+def check_layouts(
+    root: str, specs: Iterable[TableSpec], storage_options: dict[str, str] | None = None
+) -> None:
+    """:func:`check_layout` for every existing table of ``specs`` (before a run starts)."""
+    for spec in specs:
+        try:
+            table = DeltaTable(table_uri(root, spec), storage_options=storage_options)
+        except TableNotFoundError:
+            continue
+        check_layout(spec, table)
 
 
 def stream_name(topic: str, partition: int) -> str:
@@ -89,20 +119,10 @@ class DeltaWriter:
                     configuration=dict(self.spec.configuration) or None,
                     storage_options=self.storage_options,
                 )
-            self._check_layout(self._table)
+            check_layout(self.spec, self._table)
         else:
             self._table.update_incremental()
         return self._table
-
-    def _check_layout(self, table: DeltaTable) -> None:
-        """Refuse a table laid out by another version: writes would fail or not prune."""
-        found = tuple(table.metadata().partition_columns)
-        if found != self.spec.partition_by:
-            raise LakehouseLayoutError(
-                f"{self.uri} is partitioned by {list(found)}, this version writes "
-                f"{list(self.spec.partition_by)}: re-create the lakehouse "
-                "(orderhealth demo does) or move the table aside"
-            )
 
     def app_id(self, stream: str) -> str:
         return f"{self.pipeline_id}:{self.spec.path}:{stream}"

@@ -39,6 +39,7 @@ from dataflows.settings import HealthSettings, SettingsError
 from lakehouse.publication import GateRun
 from lakehouse.reader import pipeline_counts
 from lakehouse.tables import HEALTH_METRICS, TABLES, table_uri
+from lakehouse.writer import LakehouseLayoutError, check_layouts
 from orderhealth.broker import BrokerError, EmbeddedBroker
 from orderhealth.cli_common import DEFAULT_LAKEHOUSE, CliError, Lakehouse, console, resolve_root
 from orderhealth.credit_cli import ensure_demo_key, register
@@ -390,6 +391,10 @@ def run(
     kafka_config = {**security_config(), **_kafka_options(bootstrap_servers, kafka_option or [])}
     count = topic_partitions(bootstrap_servers, topic)
     root = resolve_root(lakehouse)
+    try:
+        check_layouts(root, TABLES)
+    except LakehouseLayoutError as err:
+        raise CliError(str(err)) from err
     flow_config = FlowConfig(
         bootstrap_servers=bootstrap_servers,
         topic=topic,

@@ -11,7 +11,7 @@ from deltalake import DeltaTable
 
 from lakehouse.reader import read_table
 from lakehouse.tables import DEAD_LETTER, ORDER_LIFECYCLE, TableSpec, table_uri
-from lakehouse.writer import Chunk, DeltaWriter, LakehouseLayoutError
+from lakehouse.writer import Chunk, DeltaWriter, LakehouseLayoutError, check_layouts
 
 KV = TableSpec(
     path="test/kv",
@@ -161,3 +161,6 @@ def test_a_table_laid_out_by_another_version_is_refused(tmp_path: Path) -> None:
     moved = TableSpec(path=KV.path, merge_keys=KV.merge_keys, schema=KV.schema, partition_by=("k",))
     with pytest.raises(LakehouseLayoutError, match="partitioned by \\[\\], this version writes"):
         DeltaWriter(str(tmp_path), moved).table()
+    with pytest.raises(LakehouseLayoutError, match="re-create the lakehouse"):
+        check_layouts(str(tmp_path), [DAILY, moved])  # DAILY does not exist: skipped
+    check_layouts(str(tmp_path), [KV, DAILY])

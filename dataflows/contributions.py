@@ -257,27 +257,40 @@ def _expand(item: Item, sign: int, settings: HealthSettings, into: Delta) -> Non
                     change.values_out(slot).extend([value] * -sign)
 
 
-def _distinct_rows(
+def _distinct_cells(
     fact_index: int,
     items: tuple[Item, ...],
     windows: set[tuple[str, int]],
     settings: HealthSettings,
-) -> set[WindowKey]:
-    """The rows (within ``windows``) that the order's items of a DISTINCT fact touch."""
-    rows: set[WindowKey] = set()
+) -> set[tuple[str, int, tuple[str | None, ...]]]:
+    """(size, start, dimension values) within ``windows`` where the order has the DISTINCT fact.
+
+    The order's facts of one window nearly always share their dimension
+    values, so these cells are few; the rows follow from them.
+    """
+    cells: set[tuple[str, int, tuple[str | None, ...]]] = set()
     sizes = settings.window_sizes
-    dims = settings.dimensions
     for index, at, values, _value in items:
         if index != fact_index:
             continue
         for label, size in sizes:
             start = at - at % size
-            if (label, start) not in windows:
-                continue
-            for dim, dim_value in zip(dims, values, strict=True):
-                if dim_value is not None:
-                    rows.add((label, start, dim, dim_value))
-    return rows
+            if (label, start) in windows:
+                cells.add((label, start, values))
+    return cells
+
+
+def _distinct_rows(
+    cells: set[tuple[str, int, tuple[str | None, ...]]], settings: HealthSettings
+) -> set[WindowKey]:
+    """The window rows the cells touch (one per known dimension value)."""
+    dims = settings.dimensions
+    return {
+        (label, start, dim, dim_value)
+        for label, start, values in cells
+        for dim, dim_value in zip(dims, values, strict=True)
+        if dim_value is not None
+    }
 
 
 def _distinct_changes(
@@ -288,8 +301,12 @@ def _distinct_changes(
     settings: HealthSettings,
     into: Delta,
 ) -> None:
-    before = _distinct_rows(fact_index, old, windows, settings)
-    after = _distinct_rows(fact_index, new, windows, settings)
+    cells_before = _distinct_cells(fact_index, old, windows, settings)
+    cells_after = _distinct_cells(fact_index, new, windows, settings)
+    if cells_before == cells_after:
+        return  # e.g. another event in a window the order was already active in
+    before = _distinct_rows(cells_before, settings)
+    after = _distinct_rows(cells_after, settings)
     measures = _PLAN[fact_index][1]
     for rows, sign in ((after - before, 1), (before - after, -1)):
         for key in rows:

@@ -26,7 +26,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeAlias
 
 import msgspec
 import pyarrow as pa
@@ -75,15 +75,38 @@ def check_layouts(
         check_layout(spec, table)
 
 
+def _newest_per_key(table: pa.Table, keys: Sequence[str]) -> pa.Table:
+    """The last row of ``table`` for each key (a MERGE source must have unique keys).
+
+    Grouped in Arrow: chunks of an epoch repeat keys (an order touched in two
+    batches), and a dict of rows per key cost more than the MERGE's input.
+    """
+    if table.num_rows < 2:
+        return table
+    numbered = table.append_column("__row", pa.array(range(table.num_rows), pa.int64()))
+    last = numbered.group_by(list(keys), use_threads=False).aggregate([("__row", "max")])
+    if last.num_rows == table.num_rows:
+        return table
+    wanted = last["__row_max"]
+    return table.take(pc.take(wanted, pc.sort_indices(wanted)))
+
+
 def stream_name(topic: str, partition: int) -> str:
     return f"{topic}/{partition}"
 
 
+#: Rows as columns: name -> one value per row (times may be us since the epoch).
+Columns: TypeAlias = Mapping[str, Sequence[Any]]
+#: What a writer takes: one dict per row, columns, or an Arrow table.
+Rows: TypeAlias = Sequence[Mapping[str, Any]] | Columns | pa.Table
+
+
 class Chunk(msgspec.Struct, frozen=True):
-    """Rows that reflect the input up to ``progress`` (stream -> Kafka offset)."""
+    """Rows (a list of dicts, or columns) that reflect the input up to ``progress``
+    (stream -> Kafka offset)."""
 
     progress: dict[str, int]
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]] | dict[str, list[Any]]
 
 
 class DeltaWriter:
@@ -162,10 +185,12 @@ class DeltaWriter:
             }
             log.debug("delta_commit", extra={"fields": done})
 
-    def _arrow(self, rows: Sequence[Mapping[str, Any]] | pa.Table) -> pa.Table:
+    def to_arrow(self, rows: Rows) -> pa.Table:
+        """Rows in any :data:`Rows` form -> a table of the spec's schema, derived columns added."""
         schema = self.spec.schema
         derived = self.spec.day_columns
-        if isinstance(rows, pa.Table):
+        columns: dict[str, Any]
+        if isinstance(rows, pa.Table | Mapping):
             columns = {n: rows[n] for n in schema.names if n not in derived}
         else:
             # Column by column: half the time of Table.from_pylist on metric rows.
@@ -225,7 +250,7 @@ class DeltaWriter:
         with self._commit("append", len(fresh), progress):
             write_deltalake(
                 self.table(),
-                self._arrow(fresh),
+                self.to_arrow(fresh),
                 mode="append",
                 partition_by=list(self.spec.partition_by) or None,
                 commit_properties=self._commit_properties(progress),
@@ -242,23 +267,24 @@ class DeltaWriter:
         if not chunks:
             return 0
         committed = self.committed({s for c in chunks for s in c.progress})
-        latest: dict[tuple[Any, ...], Mapping[str, Any]] = {}
+        fresh: list[pa.Table] = []
         progress: dict[str, int] = {}
         for chunk in chunks:
             if all(v <= committed[s] for s, v in chunk.progress.items()):
                 continue
             for s, v in chunk.progress.items():
                 progress[s] = max(progress.get(s, committed[s]), v)
-            for row in chunk.rows:
-                latest[tuple(row[k] for k in keys)] = row
-        if not latest:
+            if len(chunk.rows):
+                fresh.append(self.to_arrow(chunk.rows))
+        if not fresh:
             return 0
+        latest = _newest_per_key(pa.concat_tables(fresh), keys)
         predicate = self._merge_predicate(keys)
-        with self._commit("merge", len(latest), progress):
+        with self._commit("merge", latest.num_rows, progress):
             (
                 self.table()
                 .merge(
-                    self._arrow(list(latest.values())),
+                    latest,
                     predicate=predicate,
                     source_alias="s",
                     target_alias="t",
@@ -268,7 +294,7 @@ class DeltaWriter:
                 .when_not_matched_insert_all()
                 .execute()
             )
-        return len(latest)
+        return int(latest.num_rows)
 
     # -- commits named by an explicit (stream, version) -------------------------
     def append_once(
@@ -285,7 +311,7 @@ class DeltaWriter:
         with self._commit("append", len(rows), {stream: version}):
             write_deltalake(
                 self.table(),
-                self._arrow(rows),
+                self.to_arrow(rows),
                 mode="append",
                 partition_by=list(self.spec.partition_by) or None,
                 commit_properties=self._commit_properties({stream: version}),
@@ -318,7 +344,7 @@ class DeltaWriter:
             (
                 self.table()
                 .merge(
-                    self._arrow(rows),
+                    self.to_arrow(rows),
                     predicate=predicate,
                     source_alias="s",
                     target_alias="t",

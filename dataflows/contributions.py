@@ -22,7 +22,6 @@ __all__ = [
     "Delta",
     "Item",
     "RowContribution",
-    "RowDelta",
     "WindowKey",
     "add_item_changes",
     "drop_unchanged",
@@ -81,53 +80,45 @@ class RowContribution:
         self.vector, self.values = state
 
 
-class RowDelta:
-    """A change to one window row: measure differences and kept values in/out.
+class Delta:
+    """Changes to window rows: measure differences, and kept values in and out.
 
-    ``added``/``removed`` are None until a kept value moves: most rows of a
-    change carry none, and allocating empty lists for them was a tenth of
-    the flow's time.
+    Plain lists per row rather than an object per row: a batch touches tens of
+    thousands of rows, and constructing a change object for each was a tenth
+    of the per-partition time.  Kept values (for percentiles) are rare -- one
+    fact keeps them -- so they live apart, only for the rows they move in.
     """
 
-    __slots__ = ("added", "removed", "vector")
+    __slots__ = ("kept", "vectors")
 
-    def __init__(
-        self,
-        vector: list[int] | None = None,
-        added: list[list[int]] | None = None,
-        removed: list[list[int]] | None = None,
-    ) -> None:
-        self.vector = [0] * _WIDTH if vector is None else vector
-        self.added = added
-        self.removed = removed
+    def __init__(self) -> None:
+        #: Row -> measure differences, in MEASURES order.
+        self.vectors: dict[WindowKey, list[int]] = {}
+        #: Row -> kept-value changes: (slot in VALUE_FACTS, value, +count or -count).
+        self.kept: dict[WindowKey, list[tuple[int, int, int]]] = {}
 
-    def values_in(self, slot: int) -> list[int]:
-        if self.added is None:
-            self.added = _no_values()
-        return self.added[slot]
+    def vector(self, key: WindowKey) -> list[int]:
+        vector = self.vectors.get(key)
+        if vector is None:
+            vector = self.vectors[key] = [0] * _WIDTH
+        return vector
 
-    def values_out(self, slot: int) -> list[int]:
-        if self.removed is None:
-            self.removed = _no_values()
-        return self.removed[slot]
+    def __len__(self) -> int:
+        return len(self.vectors)
 
     def __getstate__(
         self,
-    ) -> tuple[list[int], list[list[int]] | None, list[list[int]] | None]:
-        return (self.vector, self.added, self.removed)
+    ) -> tuple[dict[WindowKey, list[int]], dict[WindowKey, list[tuple[int, int, int]]]]:
+        return (self.vectors, self.kept)
 
     def __setstate__(
-        self, state: tuple[list[int], list[list[int]] | None, list[list[int]] | None]
+        self,
+        state: tuple[dict[WindowKey, list[int]], dict[WindowKey, list[tuple[int, int, int]]]],
     ) -> None:
-        self.vector, self.added, self.removed = state
-
-
-def _no_values() -> list[list[int]]:
-    return [[] for _ in VALUE_FACTS]
+        self.vectors, self.kept = state
 
 
 Contribution = dict[WindowKey, RowContribution]
-Delta = dict[WindowKey, RowDelta]
 
 
 def order_contribution(view: OrderView, settings: HealthSettings) -> Contribution:
@@ -219,13 +210,6 @@ def add_item_changes(
         _distinct_changes(fact_index, old, new, windows, settings, into)
 
 
-def _row_delta(into: Delta, key: WindowKey) -> RowDelta:
-    change = into.get(key)
-    if change is None:
-        change = into[key] = RowDelta()
-    return change
-
-
 def _expand(item: Item, sign: int, settings: HealthSettings, into: Delta) -> None:
     fact_index, at, values, value = item
     _fact, measures, slot = _PLAN[fact_index]
@@ -238,23 +222,24 @@ def _expand(item: Item, sign: int, settings: HealthSettings, into: Delta) -> Non
             amounts.append((index, sign * value))
         else:  # SUMSQ
             amounts.append((index, sign * value * value))
+    vectors = into.vectors
     for label, size in settings.window_sizes:
         start = at - at % size
         for dim, dim_value in zip(dims, values, strict=True):
             if dim_value is None:
                 continue
             key = (label, start, dim, dim_value)
-            change = into.get(key)
-            if change is None:
-                change = into[key] = RowDelta()
-            vector = change.vector
+            vector = vectors.get(key)
+            if vector is None:
+                vector = vectors[key] = [0] * _WIDTH
             for index, amount in amounts:
                 vector[index] += amount
             if slot >= 0:
-                if sign > 0:
-                    change.values_in(slot).extend([value] * sign)
-                else:
-                    change.values_out(slot).extend([value] * -sign)
+                into.kept.setdefault(key, []).append((slot, value, sign))
+
+
+#: The dimension-value tuples of an order's DISTINCT-fact items, per window.
+_Cells = dict[tuple[str, int], set[tuple[str | None, ...]]]
 
 
 def _distinct_cells(
@@ -262,32 +247,33 @@ def _distinct_cells(
     items: tuple[Item, ...],
     windows: set[tuple[str, int]],
     settings: HealthSettings,
-) -> set[tuple[str, int, tuple[str | None, ...]]]:
-    """(size, start, dimension values) within ``windows`` where the order has the DISTINCT fact.
+) -> _Cells:
+    """Per window of ``windows``: the dimension values under which the order has the fact.
 
-    The order's facts of one window nearly always share their dimension
-    values, so these cells are few; the rows follow from them.
+    An order's facts in one window nearly always share their dimension
+    values, so a window holds one or two tuples; its rows follow from them.
     """
-    cells: set[tuple[str, int, tuple[str | None, ...]]] = set()
+    cells: _Cells = {}
     sizes = settings.window_sizes
     for index, at, values, _value in items:
         if index != fact_index:
             continue
         for label, size in sizes:
-            start = at - at % size
-            if (label, start) in windows:
-                cells.add((label, start, values))
+            window = (label, at - at % size)
+            if window in windows:
+                cells.setdefault(window, set()).add(values)
     return cells
 
 
 def _distinct_rows(
-    cells: set[tuple[str, int, tuple[str | None, ...]]], settings: HealthSettings
+    window: tuple[str, int], cells: set[tuple[str | None, ...]], settings: HealthSettings
 ) -> set[WindowKey]:
-    """The window rows the cells touch (one per known dimension value)."""
+    """The rows of ``window`` under those dimension values (one per known value)."""
+    label, start = window
     dims = settings.dimensions
     return {
         (label, start, dim, dim_value)
-        for label, start, values in cells
+        for values in cells
         for dim, dim_value in zip(dims, values, strict=True)
         if dim_value is not None
     }
@@ -303,23 +289,28 @@ def _distinct_changes(
 ) -> None:
     cells_before = _distinct_cells(fact_index, old, windows, settings)
     cells_after = _distinct_cells(fact_index, new, windows, settings)
-    if cells_before == cells_after:
-        return  # e.g. another event in a window the order was already active in
-    before = _distinct_rows(cells_before, settings)
-    after = _distinct_rows(cells_after, settings)
     measures = _PLAN[fact_index][1]
-    for rows, sign in ((after - before, 1), (before - after, -1)):
-        for key in rows:
-            vector = _row_delta(into, key).vector
-            for index, _agg in measures:
-                vector[index] += sign
+    no_cells: set[tuple[str | None, ...]] = set()
+    for window in windows:
+        was = cells_before.get(window, no_cells)
+        now = cells_after.get(window, no_cells)
+        if was == now:
+            continue  # e.g. another event in an hour the order was already active in
+        before = _distinct_rows(window, was, settings)
+        after = _distinct_rows(window, now, settings)
+        for rows, sign in ((after - before, 1), (before - after, -1)):
+            for key in rows:
+                vector = into.vector(key)
+                for index, _agg in measures:
+                    vector[index] += sign
 
 
 def drop_unchanged(delta: Delta) -> None:
     """Remove rows whose changes cancel out (an order's fact moved within a window)."""
-    for key in [k for k, c in delta.items() if not any(c.vector)]:
-        change = delta[key]
-        added = change.added or _no_values()
-        removed = change.removed or _no_values()
-        if all(sorted(a) == sorted(r) for a, r in zip(added, removed, strict=True)):
-            del delta[key]
+    for key in [k for k, v in delta.vectors.items() if not any(v)]:
+        moves = Counter[tuple[int, int]]()
+        for slot, value, count in delta.kept.get(key, ()):
+            moves[(slot, value)] += count
+        if not any(moves.values()):
+            del delta.vectors[key]
+            delta.kept.pop(key, None)

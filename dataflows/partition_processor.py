@@ -14,7 +14,6 @@ event older than the watermark at arrival is *too late*: it is kept in bronze
 from __future__ import annotations
 
 import heapq
-import json
 from bisect import insort
 from typing import Any
 
@@ -22,6 +21,7 @@ import msgspec
 
 from dataflows.contributions import Delta, Item, add_item_changes, drop_unchanged, order_items
 from dataflows.dwell_history import DwellHistory
+from dataflows.json_text import json_text
 from dataflows.lifecycle import (
     EVENT_RANK,
     Baseline,
@@ -152,7 +152,7 @@ def _event_row(event: OrderEvent) -> dict[str, Any]:
     row["event_type"] = event.event_type.value
     for name in ("attributes", "context"):
         if row.get(name) is not None:
-            row[name] = json.dumps(row[name], sort_keys=True, default=str)
+            row[name] = json_text(row[name])
     return row
 
 
@@ -297,7 +297,7 @@ class PartitionProcessor:
                 if timed is not None and timed.deadline_us == deadline:
                     touched.add(order_id)
 
-        delta: Delta = {}
+        delta = Delta()
         lifecycle: list[dict[str, Any]] = []
         # Two phases: register every changed dwell first, so that the outlier
         # baselines read below are complete whatever the order of refreshes.

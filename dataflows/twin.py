@@ -9,10 +9,10 @@ test keeps the two aligned.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
+from dataflows.json_text import json_text
 from dataflows.lifecycle import OrderView
 from dataflows.timeutil import US_PER_HOUR, from_us
 from schemas.events import EventType
@@ -73,7 +73,7 @@ def lifecycle_values(
         "cancel_reason": view.cancel_reason,
         "anomaly_count": len(view.flags),
         "anomaly_kinds": ",".join(sorted({f.kind for f in view.flags})) or None,
-        "anomaly_flags": json.dumps(
+        "anomaly_flags": json_text(
             [
                 {"kind": f.kind, "at": from_us(f.at_us).isoformat(), "reason": f.reason}
                 for f in view.flags
@@ -82,7 +82,7 @@ def lifecycle_values(
         "event_count": view.event_count,
         "last_event_at": _ts(view.last_event_us),
         # environment layer
-        "context_by_stage": json.dumps(view.context_by_stage, sort_keys=True, default=str),
+        "context_by_stage": json_text(view.context_by_stage),
         # lineage
         "topic": topic,
         "partition": partition,

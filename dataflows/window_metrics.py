@@ -217,7 +217,8 @@ class MetricWindows:
 
     def _add(self, delta: Delta, changed: set[WindowKey], moved_from: dict[Series, int]) -> None:
         watermark = self.watermark_us
-        for key, change in delta.items():
+        kept = delta.kept
+        for key, change in delta.vectors.items():
             if watermark is not None and self._end(key) <= watermark:
                 # Cannot happen for events inside the allowed lateness; counted
                 # so that a restatement can be triggered, never silently.
@@ -228,15 +229,13 @@ class MetricWindows:
             if window is None:
                 window = self.windows[key] = _Window()
                 insort(self.series_starts.setdefault(_series(key), []), key[1])
-            window.vector = [a + b for a, b in zip(window.vector, change.vector, strict=True)]
-            if change.added is not None:
-                for counter, values in zip(window.kept(), change.added, strict=True):
-                    counter.update(values)
-            if change.removed is not None:
-                for counter, values in zip(window.kept(), change.removed, strict=True):
-                    counter.subtract(values)
+            window.vector = [a + b for a, b in zip(window.vector, change, strict=True)]
+            if key in kept:
+                counters = window.kept()
+                for slot, value, count in kept[key]:
+                    counters[slot][value] += count
             changed.add(key)
-            if change.vector[_IN] or change.vector[_OUT]:
+            if change[_IN] or change[_OUT]:
                 series = _series(key)
                 moved_from[series] = min(moved_from.get(series, key[1]), key[1])
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from bisect import insort
 from collections import Counter
+from operator import add
 from typing import Any
 
 from dataflows.contributions import VALUE_FACTS, Delta, WindowKey
@@ -218,8 +219,9 @@ class MetricWindows:
     def _add(self, delta: Delta, changed: set[WindowKey], moved_from: dict[Series, int]) -> None:
         watermark = self.watermark_us
         kept = delta.kept
+        sizes = self._sizes
         for key, change in delta.vectors.items():
-            if watermark is not None and self._end(key) <= watermark:
+            if watermark is not None and key[1] + sizes[key[0]] <= watermark:
                 # Cannot happen for events inside the allowed lateness; counted
                 # so that a restatement can be triggered, never silently.
                 self.late_contributions += 1
@@ -229,7 +231,7 @@ class MetricWindows:
             if window is None:
                 window = self.windows[key] = _Window()
                 insort(self.series_starts.setdefault(_series(key), []), key[1])
-            window.vector = [a + b for a, b in zip(window.vector, change, strict=True)]
+            window.vector = list(map(add, window.vector, change))  # both MEASURES long
             if key in kept:
                 counters = window.kept()
                 for slot, value, count in kept[key]:

@@ -78,8 +78,8 @@ def check_layouts(
 def _newest_per_key(table: pa.Table, keys: Sequence[str]) -> pa.Table:
     """The last row of ``table`` for each key (a MERGE source must have unique keys).
 
-    Grouped in Arrow: chunks of an epoch repeat keys (an order touched in two
-    batches), and a dict of rows per key cost more than the MERGE's input.
+    Chunks of an epoch repeat keys (an order touched in two batches); the
+    grouping runs in Arrow, on tables the MERGE needs anyway.
     """
     if table.num_rows < 2:
         return table

@@ -73,6 +73,38 @@ def test_upsert_is_keyed_and_skips_dominated_chunks(tmp_path: Path) -> None:
     assert rows == {"a": 3, "b": 1, "c": 7}
 
 
+STAMPED = TableSpec(
+    path="test/stamped",
+    merge_keys=("k",),
+    schema=pa.schema(
+        [
+            pa.field("k", pa.string(), False),
+            pa.field("at", pa.timestamp("us", tz="UTC")),
+            pa.field("v", pa.int64()),
+        ]
+    ),
+)
+
+
+def test_column_chunks_merge_like_row_chunks_and_the_newest_row_per_key_wins(
+    tmp_path: Path,
+) -> None:
+    """The window step emits columns with times as integer us; rows and columns mix."""
+    at = datetime(2026, 11, 2, 8, 30, tzinfo=UTC)
+    at_us = int(at.timestamp()) * 1_000_000
+    writer = DeltaWriter(str(tmp_path), STAMPED)
+    merged = writer.upsert(
+        [
+            Chunk({"s/0": 1}, {"k": ["a", "b", "a"], "at": [at_us, at_us, at_us], "v": [1, 2, 3]}),
+            Chunk({"s/0": 2}, [{"k": "b", "at": at, "v": 4}]),
+            Chunk({"s/0": 3}, {"k": ["c"], "at": [None], "v": [5]}),
+        ]
+    )
+    assert merged == 3
+    rows = {r["k"]: (r["at"], r["v"]) for r in read_table(str(tmp_path), STAMPED).to_pylist()}
+    assert rows == {"a": (at, 3), "b": (at, 4), "c": (None, 5)}
+
+
 def test_tables_are_created_with_their_schema(tmp_path: Path) -> None:
     writer = DeltaWriter(str(tmp_path), ORDER_LIFECYCLE)
     table = writer.table()

@@ -103,9 +103,6 @@ class Delta:
             vector = self.vectors[key] = [0] * _WIDTH
         return vector
 
-    def __len__(self) -> int:
-        return len(self.vectors)
-
     def __getstate__(
         self,
     ) -> tuple[dict[WindowKey, list[int]], dict[WindowKey, list[tuple[int, int, int]]]]:

@@ -188,8 +188,11 @@ class Publisher:
         inside one commit survive to be judged by the gate.  The columns are
         ``METRIC_COLUMNS`` plus ``staging_version``.
         """
-        reader = self.staging.table().load_cdf(starting_version=first, ending_version=last)
-        cdf = pa.table(reader.read_all())
+        try:
+            reader = self.staging.table().load_cdf(starting_version=first, ending_version=last)
+            cdf = pa.table(reader.read_all())
+        except Exception as error:  # delta-rs raises plain Exceptions for missing files
+            return self._whole_staging(first, last, error)
         if cdf.num_rows == 0:
             return _EMPTY_BATCH
         # delta-rs returns string_view columns, which most Arrow kernels lack.
@@ -215,6 +218,30 @@ class Publisher:
         return pa.Table.from_arrays(
             [batch[c].cast(HEALTH_METRICS_STAGING.schema.field(c).type) for c in METRIC_COLUMNS]
             + [batch["_commit_version"].cast(pa.int64())],
+            schema=_BATCH_SCHEMA,
+        )
+
+    def _whole_staging(self, first: int, last: int, error: Exception) -> pa.Table:
+        """Every staging row at version ``last``: the batch when the change feed is gone.
+
+        The writers vacuum change-feed files after the table's file retention
+        (a day); a gate that fell further behind finds them deleted.  Staging
+        holds the newest row per key, so publishing all of it at ``last`` is
+        what publishing each commit in turn would have left -- one large batch.
+        """
+        log.warning(
+            "change feed of %s commits %d..%d unreadable (%s); gating the whole table at %d",
+            HEALTH_METRICS_STAGING.path,
+            first,
+            last,
+            error,
+            last,
+        )
+        table = read_table(self.root, HEALTH_METRICS_STAGING, list(METRIC_COLUMNS), version=last)
+        versions = pa.array([last] * table.num_rows, pa.int64())
+        return pa.Table.from_arrays(
+            [table[c].cast(HEALTH_METRICS_STAGING.schema.field(c).type) for c in METRIC_COLUMNS]
+            + [versions],
             schema=_BATCH_SCHEMA,
         )
 

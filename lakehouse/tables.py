@@ -22,6 +22,7 @@ from schemas.events import ALL_EVENT_TYPES
 __all__ = [
     "BRONZE_EVENTS",
     "DEAD_LETTER",
+    "FILE_RETENTION",
     "FULFILMENT_COLUMNS",
     "FULFILMENT_KEYS",
     "HEALTH_METRICS",
@@ -55,6 +56,12 @@ class TableSpec(msgspec.Struct, frozen=True):
     #: feed reader: a compaction commit could otherwise conflict with a
     #: concurrent write, or sit inside a change-feed range being read.
     compact_every: int = 0
+    #: Its writer vacuums the table every this many of its own commits (0 =
+    #: never): deletes the files that left the table (rewritten by MERGE or
+    #: compaction, change-feed files) longer ago than the table's
+    #: ``delta.deletedFileRetentionDuration``.  Only for tables with one
+    #: writer process: a vacuum is two commits of its own.
+    vacuum_every: int = 0
     #: Columns the writer derives, not the rows: partition column -> the
     #: timestamp column whose UTC date it holds.  Part of the schema and of
     #: every MERGE predicate, so a MERGE prunes to the days its rows touch.
@@ -63,6 +70,13 @@ class TableSpec(msgspec.Struct, frozen=True):
 
 #: Commits between compactions of a table's small files (see TableSpec).
 COMPACT_EVERY = 50
+#: Commits between vacuums of a table (see TableSpec).
+VACUUM_EVERY = 50
+#: How long files that left a table stay on disk, for time travel and for the
+#: quality gate's change-feed reads (a table property: every Delta tool that
+#: vacuums honours it).  A MERGE rewrites the files of the days it touches, so
+#: without vacuums a table's disk use grows with every epoch, not with its data.
+FILE_RETENTION = {"delta.deletedFileRetentionDuration": "interval 24 hours"}
 
 
 def table_uri(root: str, spec: TableSpec) -> str:
@@ -124,6 +138,7 @@ BRONZE_EVENTS = TableSpec(
         ]
     ),
     compact_every=COMPACT_EVERY,
+    vacuum_every=VACUUM_EVERY,
 )
 
 DEAD_LETTER = TableSpec(
@@ -143,6 +158,7 @@ DEAD_LETTER = TableSpec(
         ]
     ),
     compact_every=COMPACT_EVERY,
+    vacuum_every=VACUUM_EVERY,
 )
 
 
@@ -201,6 +217,7 @@ ORDER_LIFECYCLE = TableSpec(
     partition_by=("first_seen_date",),
     day_columns={"first_seen_date": "first_seen_at"},
     compact_every=COMPACT_EVERY,
+    vacuum_every=VACUUM_EVERY,
 )
 
 
@@ -246,6 +263,8 @@ HEALTH_METRICS_STAGING = TableSpec(
     # The gate reads each commit's changed rows (one metrics batch) from the
     # change data feed, also after a crash between staging and publication.
     configuration={"delta.enableChangeDataFeed": "true"},
+    # Not compacted (the gate reads its change feed), but MERGEd every epoch.
+    vacuum_every=VACUUM_EVERY,
 )
 
 _PUBLICATION_FIELDS = [
@@ -266,6 +285,7 @@ HEALTH_METRICS = TableSpec(
     day_columns=_WINDOW_DAY,
     schema=pa.schema([*_METRIC_FIELDS, *_PUBLICATION_FIELDS, _WINDOW_DATE_FIELD]),
     compact_every=COMPACT_EVERY,
+    vacuum_every=VACUUM_EVERY,
 )
 
 #: Key of a daily promise-fulfilment fact: the UTC day and the subject (a dimension).
@@ -311,6 +331,7 @@ PROMISE_FULFILMENT = TableSpec(
         ]
     ),
     compact_every=COMPACT_EVERY,
+    vacuum_every=VACUUM_EVERY,
 )
 
 QUARANTINE = TableSpec(

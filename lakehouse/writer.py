@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
-from lakehouse.tables import TableSpec, table_uri
+from lakehouse.tables import FILE_RETENTION, TableSpec, table_uri
 
 __all__ = [
     "Chunk",
@@ -139,7 +139,7 @@ class DeltaWriter:
                     self.spec.schema,
                     mode="ignore",
                     partition_by=list(self.spec.partition_by) or None,
-                    configuration=dict(self.spec.configuration) or None,
+                    configuration={**FILE_RETENTION, **self.spec.configuration},
                     storage_options=self.storage_options,
                 )
             check_layout(self.spec, self._table)
@@ -176,6 +176,8 @@ class DeltaWriter:
         self.commits += 1
         if self.spec.compact_every and self.commits % self.spec.compact_every == 0:
             self.compact()
+        if self.spec.vacuum_every and self.commits % self.spec.vacuum_every == 0:
+            self.vacuum()
         if log.isEnabledFor(logging.DEBUG):
             done = {
                 **fields,
@@ -229,6 +231,31 @@ class DeltaWriter:
             },
         )
         return result
+
+    def vacuum(self) -> list[str]:
+        """Delete files that left the table longer ago than its retention; returns them.
+
+        A MERGE rewrites every file of the days it touches and leaves the old
+        ones (and its change-feed files) on disk for time travel, so a table
+        MERGEd every epoch grows on disk with every epoch.  ``full``: also the
+        change-feed files and files of commits cut off by a crash, which a
+        plain vacuum leaves.  The retention is the table's
+        ``delta.deletedFileRetentionDuration`` (``lakehouse.tables.FILE_RETENTION``
+        for tables this version created; Delta's default of a week otherwise).
+        """
+        started = time.perf_counter()
+        removed: list[str] = self.table().vacuum(dry_run=False, full=True)
+        log.info(
+            "delta_vacuum",
+            extra={
+                "fields": {
+                    "table": self.spec.path,
+                    "files_removed": len(removed),
+                    "ms": round((time.perf_counter() - started) * 1000, 1),
+                }
+            },
+        )
+        return removed
 
     # -- append tables ------------------------------------------------------
     def append(self, rows: Sequence[Mapping[str, Any]]) -> int:

@@ -228,3 +228,26 @@ def test_a_crash_between_publication_and_run_record_is_completed_once(lakehouse:
     assert ranges == [(first, last), (last + 1, last + 1)]
     assert len(runs(lakehouse)) == 3
     assert len(published(lakehouse)) == 5
+
+
+def test_a_gate_behind_the_vacuumed_change_feed_publishes_the_whole_staging_table(
+    lakehouse: Path,
+) -> None:
+    stage(lakehouse, [metric_row(6), metric_row(7, "EU")], offset=40)
+    stage(lakehouse, [metric_row(6, on_time_rate=0.8)], offset=50)
+    # The gate fell behind by more than the file retention: the writers'
+    # vacuum deleted the change-feed files of the commits it has not gated.
+    staging = DeltaTable(table_uri(str(lakehouse), HEALTH_METRICS_STAGING))
+    staging.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False, full=True)
+    (run,) = Publisher(str(lakehouse)).run_all()
+    assert run.outcome == "passed"
+    assert run.row_count == 5  # every staged row, as of the last staged commit
+    rows = published(lakehouse)
+    assert len(rows) == 5
+    assert rows[(T0 + timedelta(hours=6), "all")]["on_time_rate"] == 0.8
+    expected = {
+        (r["window_start"], r["dimension_value"])
+        for r in read_table(str(lakehouse), HEALTH_METRICS_STAGING).to_pylist()
+    }
+    assert set(rows) == expected
+    assert Publisher(str(lakehouse)).run_all() == []  # and it moves on from there

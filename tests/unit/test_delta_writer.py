@@ -153,6 +153,57 @@ def test_writer_compacts_small_files_without_changing_data(tmp_path: Path) -> No
     assert DeltaWriter(root, spec).append([dead_row(0, 2), dead_row(1, 0)]) == 0
 
 
+def _files_on_disk(uri: str) -> set[str]:
+    """Data and change-feed files under a table (everything but its log)."""
+    return {
+        str(path.relative_to(uri))
+        for path in Path(uri).rglob("*.parquet")
+        if "_delta_log" not in path.parts
+    }
+
+
+def test_tables_keep_left_files_for_the_configured_retention(tmp_path: Path) -> None:
+    writer = DeltaWriter(str(tmp_path), KV)
+    writer.table()
+    configuration = DeltaTable(writer.uri).metadata().configuration
+    assert configuration["delta.deletedFileRetentionDuration"] == "interval 24 hours"
+
+
+def test_writer_vacuums_files_a_merge_left_after_the_retention(tmp_path: Path) -> None:
+    """Every ``vacuum_every`` commits the writer deletes rewritten and change-feed files."""
+    import msgspec
+
+    spec = msgspec.structs.replace(
+        KV,
+        vacuum_every=3,
+        # Retention 0: every file that left the table is due (the default is a day).
+        configuration={
+            "delta.enableChangeDataFeed": "true",
+            "delta.deletedFileRetentionDuration": "interval 0 hours",
+        },
+    )
+    writer = DeltaWriter(str(tmp_path), spec)
+    writer.upsert([Chunk({"t/0": 0}, [{"k": "a", "v": 1}, {"k": "b", "v": 1}])])
+    writer.upsert([Chunk({"t/0": 1}, [{"k": "a", "v": 2}])])
+    live = {
+        str(Path(u.removeprefix("file://")).relative_to(writer.uri))
+        for u in writer.table().file_uris()
+    }
+    left = _files_on_disk(writer.uri) - live
+    assert left and any(f.startswith("_change_data") for f in left)  # rewritten + change feed
+    writer.upsert([Chunk({"t/0": 2}, [{"k": "b", "v": 3}])])  # the 3rd commit: then vacuum
+    table = DeltaTable(writer.uri)
+    live = {str(Path(u.removeprefix("file://")).relative_to(writer.uri)) for u in table.file_uris()}
+    assert _files_on_disk(writer.uri) == live
+    assert [h["operation"] for h in table.history(2)] == ["VACUUM END", "VACUUM START"]
+    assert sorted((r["k"], r["v"]) for r in read_table(str(tmp_path), spec).to_pylist()) == [
+        ("a", 2),
+        ("b", 3),
+    ]
+    # The exactly-once bookkeeping survives it.
+    assert DeltaWriter(str(tmp_path), spec).upsert([Chunk({"t/0": 2}, [{"k": "b", "v": 9}])]) == 0
+
+
 DAILY = TableSpec(
     path="test/daily",
     merge_keys=("k", "at"),

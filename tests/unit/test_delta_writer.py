@@ -239,6 +239,34 @@ def test_day_partitioned_merge_rewrites_only_the_days_it_touches(tmp_path: Path)
     assert len(got) == 10  # 9 + one new key; the merge replaced, not duplicated
 
 
+def test_a_merge_names_the_partitions_it_reads_and_quotes_their_values(tmp_path: Path) -> None:
+    """Literal partition filters prune the MERGE's scan; they must not change its result."""
+    spec = TableSpec(
+        path="test/by_label",
+        merge_keys=("k",),
+        partition_by=("label",),
+        schema=pa.schema(
+            [
+                pa.field("k", pa.string(), False),
+                pa.field("label", pa.string()),
+                pa.field("v", pa.int64()),
+            ]
+        ),
+    )
+    writer = DeltaWriter(str(tmp_path), spec)
+    first = [{"k": "a", "label": "o'clock", "v": 1}, {"k": "b", "label": "noon", "v": 1}]
+    writer.upsert([Chunk({"t/0": 0}, first)])
+    second = [{"k": "a", "label": "o'clock", "v": 2}, {"k": "c", "label": None, "v": 1}]
+    predicate = writer._merge_predicate(("k",), writer.to_arrow(second))
+    assert "t.label IN" not in predicate  # a null partition value: no literal filter
+    predicate = writer._merge_predicate(("k",), writer.to_arrow(second[:1]))
+    assert predicate.endswith("t.label IN ('o''clock')")
+    writer.upsert([Chunk({"t/0": 1}, second[:1])])
+    writer.upsert([Chunk({"t/0": 2}, second[1:])])
+    rows = sorted((r["k"], r["label"], r["v"]) for r in read_table(str(tmp_path), spec).to_pylist())
+    assert rows == [("a", "o'clock", 2), ("b", "noon", 1), ("c", None, 1)]
+
+
 def test_a_table_laid_out_by_another_version_is_refused(tmp_path: Path) -> None:
     DeltaWriter(str(tmp_path), KV).upsert([Chunk({"t/0": 0}, [{"k": "a", "v": 1}])])
     moved = TableSpec(path=KV.path, merge_keys=KV.merge_keys, schema=KV.schema, partition_by=("k",))

@@ -96,8 +96,8 @@ def _sql_literal(value: Any) -> str:
     """A partition value as a SQL literal of the MERGE predicate."""
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
-    if isinstance(value, int | float):
-        return repr(value)
+    if isinstance(value, int):
+        return str(value)
     if isinstance(value, str):
         return "'" + value.replace("'", "''") + "'"
     if type(value) is date:

@@ -215,11 +215,7 @@ class Publisher:
                 newest[key] = version
         keep = [newest[k] == v for k, v in zip(key_rows, versions, strict=True)]
         batch = cdf.filter(pa.array(keep, pa.bool_()))
-        return pa.Table.from_arrays(
-            [batch[c].cast(HEALTH_METRICS_STAGING.schema.field(c).type) for c in METRIC_COLUMNS]
-            + [batch["_commit_version"].cast(pa.int64())],
-            schema=_BATCH_SCHEMA,
-        )
+        return _as_batch(batch, batch["_commit_version"])
 
     def _whole_staging(self, first: int, last: int, error: Exception) -> pa.Table:
         """Every staging row at version ``last``: the batch when the change feed is gone.
@@ -238,12 +234,7 @@ class Publisher:
             last,
         )
         table = read_table(self.root, HEALTH_METRICS_STAGING, list(METRIC_COLUMNS), version=last)
-        versions = pa.array([last] * table.num_rows, pa.int64())
-        return pa.Table.from_arrays(
-            [table[c].cast(HEALTH_METRICS_STAGING.schema.field(c).type) for c in METRIC_COLUMNS]
-            + [versions],
-            schema=_BATCH_SCHEMA,
-        )
+        return _as_batch(table, pa.array([last] * table.num_rows, pa.int64()))
 
     def recent_row_counts(self) -> list[int]:
         if self._recent is None:
@@ -358,6 +349,15 @@ _EMPTY_BATCH = _BATCH_SCHEMA.empty_table()
 
 
 _SEVERITY = {"passed": 0, "warning": 1, "quarantined": 2}
+
+
+def _as_batch(rows: pa.Table, versions: pa.Array | pa.ChunkedArray) -> pa.Table:
+    """Staging rows as a gate batch: the metric columns, typed, plus their staging version."""
+    return pa.Table.from_arrays(
+        [rows[c].cast(HEALTH_METRICS_STAGING.schema.field(c).type) for c in METRIC_COLUMNS]
+        + [versions.cast(pa.int64())],
+        schema=_BATCH_SCHEMA,
+    )
 
 
 def _worst(a: str, b: str) -> str:

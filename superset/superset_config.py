@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 SECRET_KEY = os.environ.get("SUPERSET_SECRET_KEY")
 if not SECRET_KEY:
@@ -47,3 +48,27 @@ THUMBNAIL_SELENIUM_USER = None
 ENABLE_PROXY_FIX = False
 SUPERSET_WEBSERVER_TIMEOUT = 120
 ROW_LIMIT = 50_000
+
+
+def _answer_anonymous_event_logs(app: Any) -> None:
+    """Answer a logged-out browser's event-log beacon with 204, before anything reads the session.
+
+    Why: the login page's logger flushes its queue with ``navigator.sendBeacon``
+    when the form submits.  That beacon still carries the logged-out cookie, so
+    Superset redirects it to the login page, and the redirect's ``Set-Cookie``
+    (a fresh anonymous session) can land after the login's own cookie and undo
+    the login: the user is bounced back to the login page now and then.  An
+    anonymous event log is refused either way; answering it without touching
+    the session removes the race.  It runs first of all request hooks, because
+    Flask-Login's session protection marks the session modified on first use.
+    """
+    from flask import Response, request, session
+
+    def answer() -> Response | None:
+        beacon = request.method == "POST" and request.path == "/superset/log/"
+        return Response(status=204) if beacon and "_user_id" not in session else None
+
+    app.before_request_funcs.setdefault(None, []).insert(0, answer)
+
+
+FLASK_APP_MUTATOR = _answer_anonymous_event_logs

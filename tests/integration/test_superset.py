@@ -14,6 +14,7 @@ import shutil
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from http.cookiejar import CookieJar
@@ -218,6 +219,56 @@ def test_an_executive_views_but_cannot_query_or_edit(superset: dict[str, Any]) -
     assert status == 200 and body["data"][0]["n"] > 0, body
 
 
+def test_a_stale_event_log_beacon_cannot_undo_a_login(superset: dict[str, Any]) -> None:
+    """The login page's logger beacon, sent with the logged-out cookie, must not reset it.
+
+    Without ``superset_config``'s hook Superset redirects that beacon to the
+    login page and sets a fresh anonymous session cookie, which the browser may
+    store after the login's cookie: the user is bounced back to the login page.
+    """
+    import re
+
+    base = superset["base"]
+    jar = CookieJar()
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    with browser.open(f"{base}/login/", timeout=60) as reply:
+        page = reply.read().decode()
+    token = re.search(r'id="csrf_token"\s+value="([^"]+)"', page)
+    assert token, "no CSRF token on the login page"
+    logged_out = "; ".join(f"{c.name}={c.value}" for c in jar)
+    form = urllib.parse.urlencode(
+        {
+            "csrf_token": token.group(1),
+            "username": "executive",
+            "password": superset["passwords"]["executive"],
+        }
+    ).encode()
+    with browser.open(f"{base}/login/", form, timeout=60) as reply:
+        assert "/login" not in reply.url, "the login form was refused"
+
+    boundary = secrets.token_hex(8)
+    beacon = urllib.request.Request(
+        f"{base}/superset/log/?explode=events",
+        f'--{boundary}\r\nContent-Disposition: form-data; name="events"\r\n\r\n[]\r\n'
+        f"--{boundary}--\r\n".encode(),
+        {"Cookie": logged_out, "Content-Type": f"multipart/form-data; boundary={boundary}"},
+        method="POST",
+    )
+    plain = urllib.request.build_opener(_NoRedirect)
+    with plain.open(beacon, timeout=60) as reply:
+        assert reply.status == 204
+        assert reply.headers.get_all("Set-Cookie") is None
+    with browser.open(f"{base}/api/v1/me/", timeout=60) as reply:
+        assert json.loads(reply.read())["result"]["username"] == "executive"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Surface a redirect as the answer instead of following it."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def test_the_dashboard_renders_in_headless_chromium(
     superset: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -247,7 +298,10 @@ def test_the_dashboard_renders_in_headless_chromium(
         password = browser.find_element(By.ID, "password")
         password.send_keys(superset["passwords"]["executive"])
         password.send_keys(Keys.ENTER)
-        _wait(lambda: "/login" not in browser.current_url)
+        _wait(
+            lambda: "/login" not in browser.current_url,
+            what=lambda: f"the login to leave {browser.current_url}",
+        )
         browser.get(f"{base}/superset/dashboard/fulfilment-health/")
         grid = "[data-test='chart-grid-component']"
 
@@ -257,7 +311,7 @@ def test_the_dashboard_renders_in_headless_chromium(
             drawn = [c for c in cells if c.find_elements(By.CSS_SELECTOR, "canvas, svg, table")]
             return len(cells) == 8 and not loading and len(drawn) == 8
 
-        _wait(rendered, timeout=180)
+        _wait(rendered, timeout=180, what=lambda: f"8 drawn charts at {browser.current_url}")
         screenshot = tmp_path / "fulfilment-health.png"
         browser.save_screenshot(str(screenshot))
         assert screenshot.stat().st_size > 50_000
@@ -278,10 +332,10 @@ def test_the_dashboard_renders_in_headless_chromium(
         browser.quit()
 
 
-def _wait(condition: Any, timeout: float = 60) -> None:
+def _wait(condition: Any, timeout: float = 60, what: Any = lambda: "the browser") -> None:
     deadline = time.monotonic() + timeout
     while not condition():
-        assert time.monotonic() < deadline, "timed out waiting for the browser"
+        assert time.monotonic() < deadline, f"timed out waiting for {what()}"
         time.sleep(0.5)
 
 

@@ -157,7 +157,11 @@ def _run(partitions: list[list[SourcedEvent]], sizes: list[int]) -> tuple[dict, 
                 )
         if cursor < len(items):
             windows.apply(processor.process(items[cursor:]))
-    return flags, {k: list(w.vector) for k, w in windows.windows.items()}
+    # A window whose measures cancelled out across batches (an order's fact
+    # moved away) holds zeros; within one batch the change is dropped before
+    # it makes a window.  Both mean "nothing here", as in the stream = batch
+    # tests, so only windows with a non-zero measure are compared.
+    return flags, {k: list(w.vector) for k, w in windows.windows.items() if any(w.vector)}
 
 
 @settings(max_examples=80, deadline=None)

@@ -20,12 +20,15 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
 from dataflows.settings import SettingsError, parse_duration_us
 from quality.suites import suite_path
+
+if TYPE_CHECKING:
+    from great_expectations.core import ExpectationSuiteValidationResult
 
 __all__ = [
     "DEFAULT_GATE_SETTINGS",
@@ -176,17 +179,32 @@ class QualityGate:
             "max_watermark_lag_seconds": self._lag_limit,
         }
 
-    def validate(self, frame: Any, recent_row_counts: Sequence[int]) -> GateVerdict:
-        """Validate one batch (a pandas DataFrame).  Deterministic for the same rows and history."""
-        started = time.perf_counter()
-        parameters = self.parameters(recent_row_counts)
+    def _run(
+        self, frame: Any, parameters: dict[str, Any], result_format: Literal["BASIC", "SUMMARY"]
+    ) -> ExpectationSuiteValidationResult:
         with warnings.catch_warnings():
             # GX reads tz-aware columns through an API pandas 3.1 deprecates.
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            result = self._definition.run(
-                batch_parameters={"dataframe": frame}, expectation_parameters=parameters
+            return self._definition.run(
+                batch_parameters={"dataframe": frame},
+                expectation_parameters=parameters,
+                result_format=result_format,
             )
+
+    def validate(self, frame: Any, recent_row_counts: Sequence[int]) -> GateVerdict:
+        """Validate one batch (a pandas DataFrame).  Deterministic for the same rows and history."""
+        started = time.perf_counter()
+        parameters = self.parameters(recent_row_counts)
+        # BASIC keeps each expectation's observed value and unexpected count
+        # and sample (what Data Docs show for a run); GX's default SUMMARY adds
+        # unexpected-value counts and indexes, which cost ~40% of a run
+        # whatever its size (300 rows: 295 -> 185 ms; 187k rows: 980 -> 590
+        # ms).  They matter only when something failed, so a failed batch is
+        # validated again with them; the verdict is the same either way.
+        result = self._run(frame, parameters, "BASIC")
+        if not result.success:
+            result = self._run(frame, parameters, "SUMMARY")
         failed = tuple(_failed(r) for r in result.results if not r.success)
         if any(f.severity == "critical" for f in failed):
             outcome = QUARANTINED

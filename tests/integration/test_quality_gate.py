@@ -91,7 +91,14 @@ def test_good_batch_is_published_with_its_run_id(lakehouse: Path) -> None:
     assert {r["validation_run_id"] for r in rows.values()} == {run["run_id"]}
     assert {r["quality_status"] for r in rows.values()} == {"passed"}
     assert json.loads(run["counts"])["expectations"] > 10
-    assert json.loads(run["result"])["success"] is True
+    result = json.loads(run["result"])
+    assert result["success"] is True
+    # A passing batch is validated at GX's BASIC detail: observed values and
+    # unexpected counts and samples, not the costlier value counts.
+    details = [r["result"] for r in result["results"]]
+    assert any("observed_value" in d for d in details)
+    assert any("unexpected_count" in d for d in details)
+    assert not any("partial_unexpected_counts" in d for d in details)
 
 
 @pytest.mark.parametrize(
@@ -123,6 +130,10 @@ def test_critical_failure_quarantines_and_published_is_unchanged(
     failing = json.loads(record["failing_expectations"])
     assert [f["severity"] for f in failing] == ["critical"]
     assert failing[0]["expectation"] == expectation
+    # A failed batch is validated again at SUMMARY detail for the record.
+    (failure,) = [r for r in json.loads(record["result"])["results"] if not r["success"]]
+    assert failure["expectation_config"]["type"] == expectation
+    assert "partial_unexpected_counts" in failure["result"]
     (batch,) = list_quarantined(str(lakehouse))
     assert batch.batch_id == run.batch_id and batch.status == "pending"
     assert expectation in batch.failed[0]

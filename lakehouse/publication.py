@@ -62,6 +62,7 @@ __all__ = [
     "Publisher",
     "QuarantineError",
     "QuarantinedBatch",
+    "as_gate_batch",
     "discard",
     "list_quarantined",
     "release",
@@ -215,7 +216,7 @@ class Publisher:
                 newest[key] = version
         keep = [newest[k] == v for k, v in zip(key_rows, versions, strict=True)]
         batch = cdf.filter(pa.array(keep, pa.bool_()))
-        return _as_batch(batch, batch["_commit_version"])
+        return as_gate_batch(batch, batch["_commit_version"])
 
     def _whole_staging(self, first: int, last: int, error: Exception) -> pa.Table:
         """Every staging row at version ``last``: the batch when the change feed is gone.
@@ -234,7 +235,7 @@ class Publisher:
             last,
         )
         table = read_table(self.root, HEALTH_METRICS_STAGING, list(METRIC_COLUMNS), version=last)
-        return _as_batch(table, pa.array([last] * table.num_rows, pa.int64()))
+        return as_gate_batch(table, pa.array([last] * table.num_rows, pa.int64()))
 
     def recent_row_counts(self) -> list[int]:
         if self._recent is None:
@@ -351,7 +352,7 @@ _EMPTY_BATCH = _BATCH_SCHEMA.empty_table()
 _SEVERITY = {"passed": 0, "warning": 1, "quarantined": 2}
 
 
-def _as_batch(rows: pa.Table, versions: pa.Array | pa.ChunkedArray) -> pa.Table:
+def as_gate_batch(rows: pa.Table, versions: pa.Array | pa.ChunkedArray) -> pa.Table:
     """Staging rows as a gate batch: the metric columns, typed, plus their staging version."""
     return pa.Table.from_arrays(
         [rows[c].cast(HEALTH_METRICS_STAGING.schema.field(c).type) for c in METRIC_COLUMNS]

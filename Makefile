@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: bench install demo test test-unit test-integration lint typecheck check schema clean superset superset-env browser
+.PHONY: bench native install demo test test-unit test-integration lint typecheck check schema clean superset superset-env browser
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -13,12 +13,34 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) ## Create the virtual environment with pinned dependencies.
+# The native core (native/, Rust): built offline from Debian's vendored crates
+# (crates.io is not needed), with rustup's cargo if there is one, else Debian's.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+NATIVE      := $(VENV)/.native-built
+NATIVE_SRC  := native/Cargo.toml native/Cargo.lock native/pyproject.toml native/src/lib.rs native/orderhealth_native.pyi
+NATIVE_DEBS := librust-pyo3-dev librust-ahash-0.7-dev librust-indexmap-dev librust-once-cell-dev
 
-demo: $(STAMP) ## The main job: embedded broker, warehouse-outage scenario, health index.
+$(NATIVE): $(STAMP) $(NATIVE_SRC)
+	@missing=""; command -v cargo >/dev/null || missing="cargo"; \
+	dpkg -s $(NATIVE_DEBS) >/dev/null 2>&1 || missing="$$missing $(NATIVE_DEBS)"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && apt-get install -y -qq $$missing; \
+	  else \
+	    echo "error: the native core needs: sudo apt-get install -y $$missing"; exit 1; \
+	  fi; \
+	fi
+	$(BIN)/python -m pip install --quiet ./native
+	touch $(NATIVE)
+
+native: $(NATIVE) ## Build the native core (Rust) into the virtual environment.
+
+install: $(STAMP) $(NATIVE) ## Create the virtual environment with pinned dependencies and the native core.
+
+demo: $(STAMP) $(NATIVE) ## The main job: embedded broker, warehouse-outage scenario, health index.
 	$(BIN)/orderhealth demo
 
-test: $(STAMP) superset-env browser ## The whole suite: unit and integration (real broker, Delta, Superset, Chromium).
+test: $(STAMP) $(NATIVE) superset-env browser ## The whole suite: unit and integration (real broker, Delta, Superset, Chromium).
 	$(BIN)/python -m pytest
 
 superset-env: $(STAMP) ## Superset's own pinned environment (.venv-superset), created once.
@@ -37,10 +59,10 @@ browser: ## Debian's chromium and chromedriver, for the Superset browser test.
 	  fi; \
 	fi
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) $(NATIVE)
 	$(BIN)/python -m pytest tests/unit
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) $(NATIVE)
 	$(BIN)/python -m pytest tests/integration
 
 lint: $(STAMP)
@@ -58,8 +80,8 @@ schema: $(STAMP) ## Regenerate generated artefacts: the JSON Schema and the metr
 	$(BIN)/python -m orderhealth.superset_bundle
 	$(BIN)/python -m schemas.json_schema
 
-bench: $(STAMP) ## Benchmark (~30 min): throughput vs the consume+decode ceiling, freshness, memory.
+bench: $(STAMP) $(NATIVE) ## Benchmark (~30 min): throughput vs the consume+decode ceiling, freshness, memory.
 	$(BIN)/orderhealth bench
 
 clean:
-	rm -rf data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf data .pytest_cache .mypy_cache .ruff_cache native/target

@@ -10,6 +10,8 @@ and never needs to replay history.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
+from typing import Protocol
 
 from dataflows.dimensions import DIMENSION_READERS
 from dataflows.lifecycle import OrderView
@@ -22,9 +24,9 @@ __all__ = [
     "Delta",
     "Item",
     "RowContribution",
+    "WindowDelta",
     "WindowKey",
     "add_item_changes",
-    "drop_unchanged",
     "order_contribution",
     "order_items",
 ]
@@ -80,6 +82,26 @@ class RowContribution:
         self.vector, self.values = state
 
 
+class WindowDelta(Protocol):
+    """What the stream needs of a set of window-row changes.
+
+    Two implementations: :class:`Delta` here (the reference) and
+    ``orderhealth_native.Delta`` (``native/``), which tests hold equal to it.
+    """
+
+    @property
+    def vectors(self) -> Mapping[WindowKey, list[int]]: ...
+
+    @property
+    def kept(self) -> Mapping[WindowKey, list[tuple[int, int, int]]]: ...
+
+    def expand(self, item: Item, sign: int) -> None: ...
+
+    def bump(self, key: WindowKey, indexes: list[int], sign: int) -> None: ...
+
+    def drop_unchanged(self) -> None: ...
+
+
 class Delta:
     """Changes to window rows: measure differences, and kept values in and out.
 
@@ -89,9 +111,11 @@ class Delta:
     fact keeps them -- so they live apart, only for the rows they move in.
     """
 
-    __slots__ = ("kept", "vectors")
+    __slots__ = ("_settings", "kept", "vectors")
 
-    def __init__(self) -> None:
+    def __init__(self, settings: HealthSettings | None = None) -> None:
+        #: Only needed to expand facts; an unpickled Delta is read, not added to.
+        self._settings = settings
         #: Row -> measure differences, in MEASURES order.
         self.vectors: dict[WindowKey, list[int]] = {}
         #: Row -> kept-value changes: (slot in VALUE_FACTS, value, +count or -count).
@@ -103,6 +127,28 @@ class Delta:
             vector = self.vectors[key] = [0] * _WIDTH
         return vector
 
+    def expand(self, item: Item, sign: int) -> None:
+        """Add ``sign`` times one (non-DISTINCT) fact to every row it lands in."""
+        if self._settings is None:
+            raise ValueError("this Delta has no settings to expand facts with")
+        _expand(item, sign, self._settings, self)
+
+    def bump(self, key: WindowKey, indexes: list[int], sign: int) -> None:
+        """Add ``sign`` to the measures ``indexes`` of one row (DISTINCT facts)."""
+        vector = self.vector(key)
+        for index in indexes:
+            vector[index] += sign
+
+    def drop_unchanged(self) -> None:
+        """Remove rows whose changes cancel out (an order's fact moved within a window)."""
+        for key in [k for k, v in self.vectors.items() if not any(v)]:
+            moves = Counter[tuple[int, int]]()
+            for slot, value, count in self.kept.get(key, ()):
+                moves[(slot, value)] += count
+            if not any(moves.values()):
+                del self.vectors[key]
+                self.kept.pop(key, None)
+
     def __getstate__(
         self,
     ) -> tuple[dict[WindowKey, list[int]], dict[WindowKey, list[tuple[int, int, int]]]]:
@@ -112,6 +158,7 @@ class Delta:
         self,
         state: tuple[dict[WindowKey, list[int]], dict[WindowKey, list[tuple[int, int, int]]]],
     ) -> None:
+        self._settings = None
         self.vectors, self.kept = state
 
 
@@ -177,7 +224,7 @@ def order_items(view: OrderView, settings: HealthSettings) -> tuple[Item, ...]:
 
 
 def add_item_changes(
-    old: tuple[Item, ...], new: tuple[Item, ...], settings: HealthSettings, into: Delta
+    old: tuple[Item, ...], new: tuple[Item, ...], settings: HealthSettings, into: WindowDelta
 ) -> None:
     """Add ``new - old`` of one order to the window deltas ``into``.
 
@@ -202,7 +249,7 @@ def add_item_changes(
                 at = item[1]
                 windows.update((label, at - at % size) for label, size in settings.window_sizes)
             else:
-                _expand(item, sign * count, settings, into)
+                into.expand(item, sign * count)
     for fact_index, windows in distinct_windows.items():
         _distinct_changes(fact_index, old, new, windows, settings, into)
 
@@ -282,11 +329,11 @@ def _distinct_changes(
     new: tuple[Item, ...],
     windows: set[tuple[str, int]],
     settings: HealthSettings,
-    into: Delta,
+    into: WindowDelta,
 ) -> None:
     cells_before = _distinct_cells(fact_index, old, windows, settings)
     cells_after = _distinct_cells(fact_index, new, windows, settings)
-    measures = _PLAN[fact_index][1]
+    indexes = [index for index, _agg in _PLAN[fact_index][1]]
     no_cells: set[tuple[str | None, ...]] = set()
     for window in windows:
         was = cells_before.get(window, no_cells)
@@ -297,17 +344,4 @@ def _distinct_changes(
         after = _distinct_rows(window, now, settings)
         for rows, sign in ((after - before, 1), (before - after, -1)):
             for key in rows:
-                vector = into.vector(key)
-                for index, _agg in measures:
-                    vector[index] += sign
-
-
-def drop_unchanged(delta: Delta) -> None:
-    """Remove rows whose changes cancel out (an order's fact moved within a window)."""
-    for key in [k for k, v in delta.vectors.items() if not any(v)]:
-        moves = Counter[tuple[int, int]]()
-        for slot, value, count in delta.kept.get(key, ()):
-            moves[(slot, value)] += count
-        if not any(moves.values()):
-            del delta.vectors[key]
-            delta.kept.pop(key, None)
+                into.bump(key, indexes, sign)

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from dataflows.contributions import Delta, Item, add_item_changes, drop_unchanged, order_items
+from dataflows.contributions import Item, WindowDelta, add_item_changes, order_items
 from dataflows.dwell_history import DwellHistory
 from dataflows.json_text import json_text
 from dataflows.lifecycle import (
@@ -31,6 +31,7 @@ from dataflows.lifecycle import (
     add_outlier_flags,
     derive_view,
 )
+from dataflows.native_core import delta_factory
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import to_us
 from dataflows.twin import lifecycle_values
@@ -60,7 +61,7 @@ class PartitionBatch(msgspec.Struct):
     watermark_us: int | None
     bronze: list[dict[str, Any]]
     lifecycle: list[dict[str, Any]]
-    window_delta: Delta
+    window_delta: WindowDelta
     #: Newest Kafka message timestamp seen in the partition so far (freshness).
     produced_us: int | None = None
 
@@ -192,6 +193,7 @@ class PartitionProcessor:
         #: Evicted order id -> watermark past which it is forgotten.
         self.evicted: dict[str, int] = {}
         self._forget: list[tuple[int, str]] = []
+        self._new_delta = delta_factory(settings)
 
     # -- recovery ---------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -221,6 +223,7 @@ class PartitionProcessor:
         self._evictions = state.get("evictions", [])
         self.evicted = state.get("evicted", {})
         self._forget = state.get("forget", [])
+        self._new_delta = delta_factory(self.settings)
         # Between batches every order's view is up to date with the watermark
         # (all passed deadlines have fired), so its items are exactly what
         # deriving them again now gives.
@@ -297,7 +300,7 @@ class PartitionProcessor:
                 if timed is not None and timed.deadline_us == deadline:
                     touched.add(order_id)
 
-        delta = Delta()
+        delta = self._new_delta()
         lifecycle: list[dict[str, Any]] = []
         # Two phases: register every changed dwell first, so that the outlier
         # baselines read below are complete whatever the order of refreshes.
@@ -316,7 +319,7 @@ class PartitionProcessor:
                     first_seen_us=self.orders[order_id].first_seen_us,
                 )
             )
-        drop_unchanged(delta)
+        delta.drop_unchanged()
         if watermark is not None:
             self.history.evict(watermark)
             self._evict_finished(watermark)
@@ -390,7 +393,7 @@ class PartitionProcessor:
 
         return lookup
 
-    def _apply(self, order_id: str, view: OrderView, delta: Delta) -> None:
+    def _apply(self, order_id: str, view: OrderView, delta: WindowDelta) -> None:
         order = self.orders[order_id]
         items = order_items(view, self.settings)
         add_item_changes(order.items, items, self.settings, delta)

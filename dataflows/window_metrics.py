@@ -24,10 +24,11 @@ import logging
 from bisect import insort
 from collections import Counter
 from operator import add
-from typing import Any
+from typing import Any, Protocol
 
-from dataflows.contributions import VALUE_FACTS, Delta, WindowKey
+from dataflows.contributions import VALUE_FACTS, WindowDelta, WindowKey
 from dataflows.metrics import COMPONENTS, MEASURES, WindowTotals, compute_components
+from dataflows.native_core import NativeCoreMissing, core_name, native_module
 from dataflows.partition_processor import PartitionBatch
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import from_us
@@ -120,6 +121,176 @@ class _Window:
         self.vector, self.values = state
 
 
+#: One changed row as a window store hands it out: label, start, end,
+#: dimension, value, is_final, running late-open total, measure totals, kept
+#: values per VALUE_FACTS slot (ascending) or None.
+StoreRow = tuple[str, int, int, str, str, bool, int, list[int], list[list[int]] | None]
+#: A store's open windows (key -> (measure totals, kept {value: count} per
+#: slot or None)) and late-open base per series: the core-neutral snapshot.
+StoreWindows = dict[WindowKey, tuple[list[int], list[dict[int, int]] | None]]
+StoreExport = tuple[StoreWindows, dict[Series, int]]
+
+
+class WindowStore(Protocol):
+    """Window totals: what :class:`MetricWindows` keeps per window.
+
+    Two implementations: :class:`PyWindowStore` (the reference) and
+    ``orderhealth_native.WindowStore``, chosen with the core
+    (:mod:`dataflows.native_core`).
+    """
+
+    def add(self, delta: WindowDelta, watermark: int | None) -> list[WindowKey]: ...
+
+    def finalize(self, watermark: int) -> None: ...
+
+    def take_rows(self) -> list[StoreRow]: ...
+
+    def export(self) -> StoreExport: ...
+
+    def load(self, windows: StoreWindows, base: dict[Series, int]) -> None: ...
+
+    def __len__(self) -> int: ...
+
+
+class PyWindowStore:
+    """The Python window store (the reference for the native one)."""
+
+    def __init__(self, settings: HealthSettings) -> None:
+        self.windows: dict[WindowKey, _Window] = {}
+        #: Open window starts per series, ascending.
+        self.series_starts: dict[Series, list[int]] = {}
+        #: late_open_in - late_open_out of the series' forgotten (final) windows.
+        self.series_base: dict[Series, int] = {}
+        self._sizes = dict(settings.window_sizes)
+        self._changed: set[WindowKey] = set()
+        self._final: set[WindowKey] = set()
+        #: Series whose running late-open total moved, from which window start on.
+        self._moved_from: dict[Series, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def add(self, delta: WindowDelta, watermark: int | None) -> list[WindowKey]:
+        late: list[WindowKey] = []
+        kept = delta.kept
+        sizes = self._sizes
+        changed, moved_from = self._changed, self._moved_from
+        for key, change in delta.vectors.items():
+            if watermark is not None and key[1] + sizes[key[0]] <= watermark:
+                late.append(key)
+                continue
+            window = self.windows.get(key)
+            if window is None:
+                window = self.windows[key] = _Window()
+                insort(self.series_starts.setdefault(_series(key), []), key[1])
+            window.vector = list(map(add, window.vector, change))  # both MEASURES long
+            if key in kept:
+                counters = window.kept()
+                for slot, value, count in kept[key]:
+                    counters[slot][value] += count
+            changed.add(key)
+            if change[_IN] or change[_OUT]:
+                series = _series(key)
+                moved_from[series] = min(moved_from.get(series, key[1]), key[1])
+        return late
+
+    def finalize(self, watermark: int) -> None:
+        newly = {
+            k
+            for k in self.windows
+            if k not in self._final and k[1] + self._sizes[k[0]] <= watermark
+        }
+        self._final.update(newly)
+        self._changed.update(newly)
+
+    def take_rows(self) -> list[StoreRow]:
+        changed, final = self._changed, self._final
+        for series, first in self._moved_from.items():
+            label, dim, value = series
+            changed.update((label, s, dim, value) for s in self.series_starts[series] if s > first)
+        by_series: dict[Series, set[int]] = {}
+        for key in changed:
+            by_series.setdefault(_series(key), set()).add(key[1])
+        rows: list[StoreRow] = []
+        for series in sorted(by_series):
+            label, dim, value = series
+            wanted = by_series[series]
+            running = self.series_base.get(series, 0)
+            size = self._sizes[label]
+            for start in self.series_starts[series]:
+                key = (label, start, dim, value)
+                window = self.windows[key]
+                vector = window.vector
+                running += vector[_IN] - vector[_OUT]
+                if start in wanted:
+                    values = (
+                        None
+                        if window.values is None
+                        else [sorted(counter.elements()) for counter in window.values]
+                    )
+                    rows.append(
+                        (
+                            label,
+                            start,
+                            start + size,
+                            dim,
+                            value,
+                            key in final,
+                            running,
+                            vector,
+                            values,
+                        )
+                    )
+        for key in final:
+            self._forget(key)
+        self._changed, self._final, self._moved_from = set(), set(), {}
+        return rows
+
+    def _forget(self, key: WindowKey) -> None:
+        window = self.windows.pop(key)
+        series = _series(key)
+        self.series_base[series] = (
+            self.series_base.get(series, 0) + window.vector[_IN] - window.vector[_OUT]
+        )
+        self.series_starts[series].remove(key[1])
+
+    def export(self) -> StoreExport:
+        return (
+            {
+                key: (
+                    list(w.vector),
+                    None if w.values is None else [dict(c) for c in w.values],
+                )
+                for key, w in self.windows.items()
+            },
+            dict(self.series_base),
+        )
+
+    def load(self, windows: StoreWindows, base: dict[Series, int]) -> None:
+        self.windows, self.series_starts = {}, {}
+        for key, (vector, values) in windows.items():
+            window = self.windows[key] = _Window()
+            window.vector = list(vector)
+            if values is not None:
+                window.values = [Counter(v) for v in values]
+            insort(self.series_starts.setdefault(_series(key), []), key[1])
+        self.series_base = dict(base)
+
+
+def store_factory(settings: HealthSettings, core: str | None = None) -> WindowStore:
+    """An empty window store of the chosen core (:mod:`dataflows.native_core`)."""
+    core = core or core_name()
+    if core == "python":
+        return PyWindowStore(settings)
+    native = native_module()
+    if native is None:
+        raise NativeCoreMissing("the orderhealth_native extension is not installed")
+    store: WindowStore = native.WindowStore(
+        len(MEASURES), list(settings.window_sizes), len(VALUE_FACTS), _IN, _OUT
+    )
+    return store
+
+
 class MetricWindows:
     """Window totals across partitions."""
 
@@ -131,13 +302,33 @@ class MetricWindows:
         self.partition_produced: dict[str, int] = {}
         #: Kafka position incorporated per stream (topic/partition -> offset).
         self.progress: dict[str, int] = {}
-        self.windows: dict[WindowKey, _Window] = {}
-        #: Open window starts per series, ascending.
-        self.series_starts: dict[Series, list[int]] = {}
-        #: late_open_in - late_open_out of the series' forgotten (final) windows.
-        self.series_base: dict[Series, int] = {}
+        self.store = store_factory(settings)
         self.late_contributions = 0
         self._sizes = dict(settings.window_sizes)
+
+    # -- recovery: the store is saved in its core-neutral form -------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k != "store"}
+        state["store_export"] = self.store.export()
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        if "store_export" in state:
+            windows, base = state.pop("store_export")
+        else:  # a snapshot from before the stores: _Window objects inline
+            old = PyWindowStore(state["settings"])
+            old.windows = state.pop("windows")
+            state.pop("series_starts", None)
+            old.series_base = state.pop("series_base")
+            windows, base = old.export()
+        self.__dict__.update(state)
+        self.store = store_factory(self.settings)
+        self.store.load(windows, base)
+
+    def vectors(self) -> dict[WindowKey, list[int]]:
+        """Open windows' measure totals (tests and diagnostics)."""
+        return {key: vector for key, (vector, _values) in self.store.export()[0].items()}
 
     @property
     def watermark_us(self) -> int | None:
@@ -156,28 +347,16 @@ class MetricWindows:
         computed once, after the last of them (the sink keeps only the newest
         row per key anyway).  Windows made final are forgotten after that.
         """
-        changed: set[WindowKey] = set()
-        final: set[WindowKey] = set()
-        #: Series whose running late-open total moved, from which window start on.
-        moved_from: dict[Series, int] = {}
         for batch in batches:
-            self._absorb(batch, changed, final, moved_from)
-        for series, first in moved_from.items():
-            label, dim, value = series
-            changed.update((label, s, dim, value) for s in self.series_starts[series] if s > first)
-        rows = self._rows(changed, final)
-        for key in sorted(final, key=lambda k: k[1]):
-            self._forget(key)
-        return rows
+            self._absorb(batch)
+        return self._columns(self.store.take_rows())
 
-    def _absorb(
-        self,
-        batch: PartitionBatch,
-        changed: set[WindowKey],
-        final: set[WindowKey],
-        moved_from: dict[Series, int],
-    ) -> None:
-        self._add(batch.window_delta, changed, moved_from)
+    def _absorb(self, batch: PartitionBatch) -> None:
+        for key in self.store.add(batch.window_delta, self.watermark_us):
+            # Cannot happen for events inside the allowed lateness; counted
+            # so that a restatement can be triggered, never silently.
+            self.late_contributions += 1
+            log.warning("contribution to final window %s ignored; restate it", key)
         if batch.last_offset >= 0:
             self.progress[batch.stream] = max(
                 self.progress.get(batch.stream, -1), batch.last_offset
@@ -189,85 +368,24 @@ class MetricWindows:
             self.partition_produced[batch.stream] = batch.produced_us
         after = self.watermark_us
         if after is not None and after != before:
-            newly = {k for k in self.windows if k not in final and self._end(k) <= after}
-            final.update(newly)
-            changed.update(newly)
+            self.store.finalize(after)
 
-    def _rows(self, changed: set[WindowKey], final: set[WindowKey]) -> MetricColumns:
-        """Columns for the changed windows; running totals in one pass per series."""
-        by_series: dict[Series, set[int]] = {}
-        for key in changed:
-            by_series.setdefault(_series(key), set()).add(key[1])
-        rows = []
-        for series in sorted(by_series):
-            label, dim, value = series
-            wanted = by_series[series]
-            running = self.series_base.get(series, 0)
-            for start in self.series_starts[series]:
-                key = (label, start, dim, value)
-                vector = self.windows[key].vector
-                running += vector[_IN] - vector[_OUT]
-                if start in wanted:
-                    rows.append(self._row_values(key, running, key in final))
-        if not rows:
+    def _columns(self, changed: list[StoreRow]) -> MetricColumns:
+        """Columns for the changed rows, with components and health index."""
+        if not changed:
             return {}
+        rows = [self._row_values(row) for row in changed]
         columns = dict(zip(ROW_COLUMNS, map(list, zip(*rows, strict=True)), strict=True))
-        watermark = self.watermark_us
-        columns["watermark_at"] = [watermark] * len(rows)
+        columns["watermark_at"] = [self.watermark_us] * len(rows)
         columns["watermark_lag_seconds"] = [self.watermark_lag_seconds] * len(rows)
         return columns
 
-    def _add(self, delta: Delta, changed: set[WindowKey], moved_from: dict[Series, int]) -> None:
-        watermark = self.watermark_us
-        kept = delta.kept
-        sizes = self._sizes
-        for key, change in delta.vectors.items():
-            if watermark is not None and key[1] + sizes[key[0]] <= watermark:
-                # Cannot happen for events inside the allowed lateness; counted
-                # so that a restatement can be triggered, never silently.
-                self.late_contributions += 1
-                log.warning("contribution to final window %s ignored; restate it", key)
-                continue
-            window = self.windows.get(key)
-            if window is None:
-                window = self.windows[key] = _Window()
-                insort(self.series_starts.setdefault(_series(key), []), key[1])
-            window.vector = list(map(add, window.vector, change))  # both MEASURES long
-            if key in kept:
-                counters = window.kept()
-                for slot, value, count in kept[key]:
-                    counters[slot][value] += count
-            changed.add(key)
-            if change[_IN] or change[_OUT]:
-                series = _series(key)
-                moved_from[series] = min(moved_from.get(series, key[1]), key[1])
-
-    def _forget(self, key: WindowKey) -> None:
-        window = self.windows.pop(key)
-        series = _series(key)
-        self.series_base[series] = (
-            self.series_base.get(series, 0) + window.vector[_IN] - window.vector[_OUT]
-        )
-        self.series_starts[series].remove(key[1])
-
-    def _end(self, key: WindowKey) -> int:
-        return key[1] + self._sizes[key[0]]
-
-    def _row_values(self, key: WindowKey, late_open: int, is_final: bool) -> tuple[Any, ...]:
+    def _row_values(self, row: StoreRow) -> tuple[Any, ...]:
         """One row's values in :data:`ROW_COLUMNS` order."""
-        label, start, dimension, value = key
-        window = self.windows[key]
-        vector = window.vector
+        label, start, end, dimension, value, is_final, late_open, vector, values = row
         totals = WindowTotals(
             measures=dict(zip(MEASURES, vector, strict=True)),
-            values=(
-                {}
-                if window.values is None
-                else {
-                    fact: sorted(counter.elements())
-                    for fact, counter in zip(VALUE_FACTS, window.values, strict=True)
-                }
-            ),
+            values=({} if values is None else dict(zip(VALUE_FACTS, values, strict=True))),
             late_open=late_open,
         )
         components = compute_components(totals)
@@ -275,7 +393,7 @@ class MetricWindows:
         return (
             label,
             start,
-            start + self._sizes[label],
+            end,
             dimension,
             value,
             is_final,

@@ -51,7 +51,7 @@ class _Partition:
         self.processor = pickle.loads(pickle.dumps(self.processor))  # recovery round trip
 
     def vectors(self) -> dict:  # type: ignore[type-arg]
-        return {k: list(w.vector) for k, w in self.windows.windows.items()}
+        return self.windows.vectors()
 
 
 def _order(order_id: str, start_h: float) -> list[OrderEvent]:
@@ -161,7 +161,7 @@ def _run(partitions: list[list[SourcedEvent]], sizes: list[int]) -> tuple[dict, 
     # moved away) holds zeros; within one batch the change is dropped before
     # it makes a window.  Both mean "nothing here", as in the stream = batch
     # tests, so only windows with a non-zero measure are compared.
-    return flags, {k: list(w.vector) for k, w in windows.windows.items() if any(w.vector)}
+    return flags, {k: v for k, v in windows.vectors().items() if any(v)}
 
 
 @settings(max_examples=80, deadline=None)

@@ -1,0 +1,659 @@
+//! Native kernels of the Order Health streaming core.
+//!
+//! The Python core (`dataflows/contributions.py`) stays the reference: this
+//! module implements the same `Delta` -- window-row changes of the facts an
+//! epoch changed -- and the tests hold the two equal on random input.  Fact
+//! expansion (one fact into window sizes x dimensions rows) was the largest
+//! single cost of the per-partition step in CPython; here a row change is a
+//! hash-map update on a packed key instead of a tuple, a dict lookup and a
+//! list per row.
+//!
+//! Nothing here knows a metric: the plan (which measures a fact moves, and
+//! how) comes from `dataflows.metrics.FACTS` through `Plan`.
+
+use std::sync::{Arc, Mutex};
+
+use ahash::{AHashMap, RandomState};
+use indexmap::IndexMap;
+use once_cell::sync::Lazy;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+
+/// Window size label, window start (us), dimension, dimension value; strings
+/// are ids in the process-wide [`Interner`].
+type Key = (u32, i64, u32, u32);
+/// Kept-value changes of one row: (slot in VALUE_FACTS, value, +count or -count).
+type Kept = Vec<(i64, i64, i64)>;
+
+const COUNT: u8 = 0;
+const SUM: u8 = 1;
+const SUMSQ: u8 = 2;
+const DISTINCT: u8 = 3;
+
+/// Strings (labels, dimension names and values) as small ids, shared by every
+/// Delta of the process so that keys stay comparable across them.  Keeps the
+/// Python string of each id, so exporting a key allocates nothing new.
+struct Interner {
+    ids: AHashMap<String, u32>,
+    names: Vec<Py<PyString>>,
+}
+
+static INTERNER: Lazy<Mutex<Interner>> = Lazy::new(|| {
+    Mutex::new(Interner {
+        ids: AHashMap::new(),
+        names: Vec::new(),
+    })
+});
+
+impl Interner {
+    fn id(&mut self, text: &PyString) -> PyResult<u32> {
+        let s = text.to_str()?;
+        if let Some(id) = self.ids.get(s) {
+            return Ok(*id);
+        }
+        let id = u32::try_from(self.names.len())
+            .map_err(|_| PyValueError::new_err("more than 2^32 distinct dimension values"))?;
+        self.ids.insert(s.to_owned(), id);
+        self.names.push(text.into());
+        Ok(id)
+    }
+
+    fn name(&self, py: Python<'_>, id: u32) -> Py<PyString> {
+        self.names[id as usize].clone_ref(py)
+    }
+}
+
+fn interner() -> std::sync::MutexGuard<'static, Interner> {
+    // A panic while holding the lock cannot leave the maps inconsistent
+    // (each insert is one push and one map insert), so a poisoned lock is fine.
+    INTERNER.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct FactPlan {
+    /// (measure index, aggregation code)
+    measures: Vec<(usize, u8)>,
+    /// Slot in VALUE_FACTS, or -1.
+    slot: i64,
+}
+
+struct PlanData {
+    width: usize,
+    /// (label id, size in us)
+    sizes: Vec<(u32, i64)>,
+    dims: Vec<u32>,
+    facts: Vec<FactPlan>,
+}
+
+/// How facts expand into window rows: built once per settings from the
+/// metric catalogue (`dataflows.contributions.native_plan`).
+#[pyclass(module = "orderhealth_native", frozen)]
+struct Plan {
+    data: Arc<PlanData>,
+}
+
+#[pymethods]
+impl Plan {
+    /// `width`: len(MEASURES); `sizes`: [(label, size_us)]; `dims`: dimension
+    /// names in settings order; `facts`: per fact in FACTS order,
+    /// ([(measure index, "count" | "sum" | "sumsq" | "distinct")], slot or -1).
+    #[new]
+    fn new(
+        width: usize,
+        sizes: Vec<(&PyString, i64)>,
+        dims: Vec<&PyString>,
+        facts: Vec<(Vec<(usize, &str)>, i64)>,
+    ) -> PyResult<Self> {
+        let mut strings = interner();
+        let mut size_ids = Vec::with_capacity(sizes.len());
+        for (label, size) in sizes {
+            if size <= 0 {
+                return Err(PyValueError::new_err("window sizes must be positive"));
+            }
+            size_ids.push((strings.id(label)?, size));
+        }
+        let mut dim_ids = Vec::with_capacity(dims.len());
+        for dim in dims {
+            dim_ids.push(strings.id(dim)?);
+        }
+        let mut plans = Vec::with_capacity(facts.len());
+        for (measures, slot) in facts {
+            let mut coded = Vec::with_capacity(measures.len());
+            for (index, agg) in measures {
+                if index >= width {
+                    return Err(PyValueError::new_err("measure index out of range"));
+                }
+                let code = match agg {
+                    "count" => COUNT,
+                    "sum" => SUM,
+                    "sumsq" => SUMSQ,
+                    "distinct" => DISTINCT,
+                    other => {
+                        return Err(PyValueError::new_err(format!("unknown aggregation {other:?}")))
+                    }
+                };
+                coded.push((index, code));
+            }
+            plans.push(FactPlan {
+                measures: coded,
+                slot,
+            });
+        }
+        Ok(Plan {
+            data: Arc::new(PlanData {
+                width,
+                sizes: size_ids,
+                dims: dim_ids,
+                facts: plans,
+            }),
+        })
+    }
+}
+
+/// Changes to window rows: measure differences, and kept values in and out
+/// (the native twin of `dataflows.contributions.Delta`).
+#[pyclass(module = "orderhealth_native")]
+#[derive(Default)]
+struct Delta {
+    plan: Option<Arc<PlanData>>,
+    vectors: IndexMap<Key, Vec<i128>, RandomState>,
+    kept: IndexMap<Key, Kept, RandomState>,
+}
+
+impl Delta {
+    fn plan(&self) -> PyResult<Arc<PlanData>> {
+        self.plan
+            .clone()
+            .ok_or_else(|| PyValueError::new_err("this Delta was unpickled: it has no plan"))
+    }
+
+    fn key_of(py: Python<'_>, strings: &Interner, key: &Key) -> Py<PyTuple> {
+        PyTuple::new(
+            py,
+            [
+                strings.name(py, key.0).into_py(py),
+                key.1.into_py(py),
+                strings.name(py, key.2).into_py(py),
+                strings.name(py, key.3).into_py(py),
+            ],
+        )
+        .into()
+    }
+
+    fn parse_key(strings: &mut Interner, key: &PyTuple) -> PyResult<Key> {
+        if key.len() != 4 {
+            return Err(PyValueError::new_err("a window key has 4 parts"));
+        }
+        Ok((
+            strings.id(key.get_item(0)?.downcast()?)?,
+            key.get_item(1)?.extract()?,
+            strings.id(key.get_item(2)?.downcast()?)?,
+            strings.id(key.get_item(3)?.downcast()?)?,
+        ))
+    }
+}
+
+#[pymethods]
+impl Delta {
+    #[new]
+    #[args(plan = "None")]
+    fn new(plan: Option<&Plan>) -> Self {
+        Delta {
+            plan: plan.map(|p| p.data.clone()),
+            ..Default::default()
+        }
+    }
+
+    /// Add ``sign`` times one fact ``(fact index, at us, dimension values,
+    /// value)`` to every row it lands in (not for DISTINCT facts: their rows
+    /// are compared before and after, see `bump`).
+    fn expand(&mut self, item: &PyTuple, sign: i64) -> PyResult<()> {
+        let plan = self.plan()?;
+        let fact_index: usize = item.get_item(0)?.extract()?;
+        let at: i64 = item.get_item(1)?.extract()?;
+        let values: &PyTuple = item.get_item(2)?.downcast()?;
+        let value: i64 = item.get_item(3)?.extract()?;
+        let fact = plan
+            .facts
+            .get(fact_index)
+            .ok_or_else(|| PyValueError::new_err("fact index out of range"))?;
+        if values.len() != plan.dims.len() {
+            return Err(PyValueError::new_err("one dimension value per dimension"));
+        }
+        let mut ids: Vec<(u32, u32)> = Vec::with_capacity(values.len());
+        {
+            let mut strings = interner();
+            for (dim, v) in plan.dims.iter().zip(values.iter()) {
+                if v.is_none() {
+                    continue;
+                }
+                ids.push((*dim, strings.id(v.downcast()?)?));
+            }
+        }
+        let (sign, value) = (i128::from(sign), i128::from(value));
+        let mut amounts: Vec<(usize, i128)> = Vec::with_capacity(fact.measures.len());
+        for &(index, agg) in &fact.measures {
+            amounts.push((
+                index,
+                match agg {
+                    COUNT => sign,
+                    SUM => sign * value,
+                    SUMSQ => sign * value * value,
+                    _ => return Err(PyValueError::new_err("a DISTINCT fact is bumped, not expanded")),
+                },
+            ));
+        }
+        for &(label, size) in &plan.sizes {
+            let start = at - at.rem_euclid(size);
+            for &(dim, dim_value) in &ids {
+                let key = (label, start, dim, dim_value);
+                let vector = self
+                    .vectors
+                    .entry(key)
+                    .or_insert_with(|| vec![0; plan.width]);
+                for &(index, amount) in &amounts {
+                    vector[index] += amount;
+                }
+                if fact.slot >= 0 {
+                    self.kept
+                        .entry(key)
+                        .or_default()
+                        .push((fact.slot, value as i64, sign as i64));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Add ``sign`` to the measures ``indexes`` of one row (DISTINCT facts).
+    fn bump(&mut self, key: &PyTuple, indexes: Vec<usize>, sign: i64) -> PyResult<()> {
+        let width = self.plan()?.width;
+        let key = Self::parse_key(&mut interner(), key)?;
+        let vector = self.vectors.entry(key).or_insert_with(|| vec![0; width]);
+        for index in indexes {
+            *vector
+                .get_mut(index)
+                .ok_or_else(|| PyValueError::new_err("measure index out of range"))? +=
+                i128::from(sign);
+        }
+        Ok(())
+    }
+
+    /// Remove rows whose changes cancel out (an order's fact moved within a window).
+    fn drop_unchanged(&mut self) {
+        let kept = &mut self.kept;
+        self.vectors.retain(|key, vector| {
+            if vector.iter().any(|v| *v != 0) {
+                return true;
+            }
+            let moves_cancel = match kept.get(key) {
+                None => true,
+                Some(changes) => {
+                    let mut net: AHashMap<(i64, i64), i64> = AHashMap::new();
+                    for &(slot, value, count) in changes {
+                        *net.entry((slot, value)).or_default() += count;
+                    }
+                    net.values().all(|c| *c == 0)
+                }
+            };
+            if moves_cancel {
+                kept.shift_remove(key);
+            }
+            !moves_cancel
+        });
+    }
+
+    /// Row -> measure differences (a new dict each time).
+    #[getter]
+    fn vectors(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        let strings = interner();
+        let out = PyDict::new(py);
+        for (key, vector) in &self.vectors {
+            out.set_item(Self::key_of(py, &strings, key), PyList::new(py, vector))?;
+        }
+        Ok(out.into())
+    }
+
+    /// Row -> kept-value changes (a new dict each time).
+    #[getter]
+    fn kept(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        let strings = interner();
+        let out = PyDict::new(py);
+        for (key, changes) in &self.kept {
+            out.set_item(Self::key_of(py, &strings, key), PyList::new(py, changes))?;
+        }
+        Ok(out.into())
+    }
+
+    fn __len__(&self) -> usize {
+        self.vectors.len()
+    }
+
+    fn __getstate__(&self, py: Python<'_>) -> PyResult<PyObject> {
+        Ok((self.vectors(py)?, self.kept(py)?).into_py(py))
+    }
+
+    fn __setstate__(&mut self, state: (&PyDict, &PyDict)) -> PyResult<()> {
+        let (vectors, kept) = state;
+        let mut strings = interner();
+        self.vectors.clear();
+        self.kept.clear();
+        for (key, vector) in vectors.iter() {
+            let key = Self::parse_key(&mut strings, key.downcast()?)?;
+            self.vectors.insert(key, vector.extract()?);
+        }
+        for (key, changes) in kept.iter() {
+            let key = Self::parse_key(&mut strings, key.downcast()?)?;
+            self.kept.insert(key, changes.extract()?);
+        }
+        Ok(())
+    }
+}
+
+/// (window size label, dimension, dimension value)
+type Series = (u32, u32, u32);
+/// Kept values of one slot: value -> count.
+type Counts = std::collections::HashMap<i64, i64, RandomState>;
+
+struct Window {
+    vector: Vec<i128>,
+    /// Kept values per VALUE_FACTS slot (value -> count); None until one arrives.
+    values: Option<Vec<Counts>>,
+}
+
+/// Window totals across partitions (the native twin of the window store in
+/// `dataflows.window_metrics`): absorbs deltas, marks windows final, and
+/// hands out the changed rows with their running late-open totals.
+#[pyclass(module = "orderhealth_native")]
+struct WindowStore {
+    width: usize,
+    slots: usize,
+    late_in: usize,
+    late_out: usize,
+    /// Window size per label id.
+    sizes: AHashMap<u32, i64>,
+    windows: AHashMap<Key, Window>,
+    starts: AHashMap<Series, std::collections::BTreeSet<i64>>,
+    base: AHashMap<Series, i128>,
+    changed: ahash::AHashSet<Key>,
+    finals: ahash::AHashSet<Key>,
+    moved_from: AHashMap<Series, i64>,
+}
+
+fn series_of(key: &Key) -> Series {
+    (key.0, key.2, key.3)
+}
+
+impl WindowStore {
+    fn end(&self, key: &Key) -> i64 {
+        key.1 + self.sizes[&key.0]
+    }
+
+    fn window(&mut self, key: Key) -> &mut Window {
+        let width = self.width;
+        let starts = &mut self.starts;
+        self.windows.entry(key).or_insert_with(|| {
+            starts.entry(series_of(&key)).or_default().insert(key.1);
+            Window {
+                vector: vec![0; width],
+                values: None,
+            }
+        })
+    }
+
+    fn values_of(&self, py: Python<'_>, window: &Window) -> PyObject {
+        match &window.values {
+            None => py.None(),
+            Some(slots) => PyList::new(
+                py,
+                slots.iter().map(|counts| {
+                    let mut elements: Vec<i64> = Vec::new();
+                    for (value, count) in counts {
+                        for _ in 0..(*count).max(0) {
+                            elements.push(*value);
+                        }
+                    }
+                    elements.sort_unstable();
+                    PyList::new(py, elements)
+                }),
+            )
+            .into(),
+        }
+    }
+}
+
+#[pymethods]
+impl WindowStore {
+    /// `sizes`: [(label, size_us)]; `slots`: len(VALUE_FACTS); `late_in` and
+    /// `late_out`: the indexes of late_open_in and late_open_out in MEASURES.
+    #[new]
+    fn new(
+        width: usize,
+        sizes: Vec<(&PyString, i64)>,
+        slots: usize,
+        late_in: usize,
+        late_out: usize,
+    ) -> PyResult<Self> {
+        let mut strings = interner();
+        let mut by_label = AHashMap::new();
+        for (label, size) in sizes {
+            by_label.insert(strings.id(label)?, size);
+        }
+        if late_in >= width || late_out >= width {
+            return Err(PyValueError::new_err("measure index out of range"));
+        }
+        Ok(WindowStore {
+            width,
+            slots,
+            late_in,
+            late_out,
+            sizes: by_label,
+            windows: AHashMap::new(),
+            starts: AHashMap::new(),
+            base: AHashMap::new(),
+            changed: Default::default(),
+            finals: Default::default(),
+            moved_from: AHashMap::new(),
+        })
+    }
+
+    /// Add one partition's delta; return the keys of contributions to windows
+    /// already final under ``watermark`` (ignored, for the caller to report).
+    fn add(
+        &mut self,
+        py: Python<'_>,
+        delta: PyRef<'_, Delta>,
+        watermark: Option<i64>,
+    ) -> PyResult<Vec<Py<PyTuple>>> {
+        let mut late = Vec::new();
+        for (key, change) in &delta.vectors {
+            if change.len() != self.width {
+                return Err(PyValueError::new_err("a delta row has the wrong width"));
+            }
+            let size = *self
+                .sizes
+                .get(&key.0)
+                .ok_or_else(|| PyValueError::new_err("unknown window size label"))?;
+            if let Some(w) = watermark {
+                if key.1 + size <= w {
+                    late.push(Delta::key_of(py, &interner(), key));
+                    continue;
+                }
+            }
+            let slots = self.slots;
+            let window = self.window(*key);
+            for (total, part) in window.vector.iter_mut().zip(change) {
+                *total += part;
+            }
+            if let Some(changes) = delta.kept.get(key) {
+                let counters = window
+                    .values
+                    .get_or_insert_with(|| (0..slots).map(|_| Counts::default()).collect());
+                for &(slot, value, count) in changes {
+                    let counter = counters
+                        .get_mut(slot as usize)
+                        .ok_or_else(|| PyValueError::new_err("kept-value slot out of range"))?;
+                    *counter.entry(value).or_default() += count;
+                }
+            }
+            self.changed.insert(*key);
+            if change[self.late_in] != 0 || change[self.late_out] != 0 {
+                let from = self.moved_from.entry(series_of(key)).or_insert(key.1);
+                *from = (*from).min(key.1);
+            }
+        }
+        Ok(late)
+    }
+
+    /// Mark every window ending at or before ``watermark`` final (and changed).
+    fn finalize(&mut self, watermark: i64) {
+        let newly: Vec<Key> = self
+            .windows
+            .keys()
+            .filter(|k| !self.finals.contains(*k) && self.end(k) <= watermark)
+            .copied()
+            .collect();
+        for key in newly {
+            self.finals.insert(key);
+            self.changed.insert(key);
+        }
+    }
+
+    /// The changed rows since the last call, ordered by series then start:
+    /// (label, start, end, dimension, value, is_final, late_open, vector,
+    /// kept values per slot or None).  Final windows are then forgotten.
+    fn take_rows(&mut self, py: Python<'_>) -> PyResult<Vec<PyObject>> {
+        for (series, first) in std::mem::take(&mut self.moved_from) {
+            if let Some(starts) = self.starts.get(&series) {
+                for start in starts.range(first + 1..) {
+                    self.changed.insert((series.0, *start, series.1, series.2));
+                }
+            }
+        }
+        let mut by_series: AHashMap<Series, ahash::AHashSet<i64>> = AHashMap::new();
+        for key in self.changed.drain() {
+            by_series.entry(series_of(&key)).or_default().insert(key.1);
+        }
+        let strings = interner();
+        let text = |id: u32| -> String { strings.names[id as usize].as_ref(py).to_string() };
+        let mut order: Vec<(String, String, String, Series)> = by_series
+            .keys()
+            .map(|s| (text(s.0), text(s.1), text(s.2), *s))
+            .collect();
+        order.sort_unstable();
+        let mut rows = Vec::new();
+        for (_, _, _, series) in order {
+            let wanted = &by_series[&series];
+            let mut running = self.base.get(&series).copied().unwrap_or(0);
+            let (label, dim, value) = series;
+            let size = self.sizes[&label];
+            for start in &self.starts[&series] {
+                let key = (label, *start, dim, value);
+                let window = &self.windows[&key];
+                running += window.vector[self.late_in] - window.vector[self.late_out];
+                if wanted.contains(start) {
+                    rows.push(
+                        (
+                            strings.name(py, label),
+                            *start,
+                            start + size,
+                            strings.name(py, dim),
+                            strings.name(py, value),
+                            self.finals.contains(&key),
+                            running,
+                            PyList::new(py, &window.vector),
+                            self.values_of(py, window),
+                        )
+                            .into_py(py),
+                    );
+                }
+            }
+        }
+        for key in std::mem::take(&mut self.finals) {
+            if let Some(window) = self.windows.remove(&key) {
+                let series = series_of(&key);
+                *self.base.entry(series).or_default() +=
+                    window.vector[self.late_in] - window.vector[self.late_out];
+                if let Some(starts) = self.starts.get_mut(&series) {
+                    starts.remove(&key.1);
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Open windows: key -> (measure totals, kept values per slot as
+    /// {value: count} or None); and the late-open base per series.
+    fn export(&self, py: Python<'_>) -> PyResult<PyObject> {
+        let strings = interner();
+        let windows = PyDict::new(py);
+        for (key, window) in &self.windows {
+            let values: PyObject = match &window.values {
+                None => py.None(),
+                Some(slots) => PyList::new(
+                    py,
+                    slots.iter().map(|counts| {
+                        let d = PyDict::new(py);
+                        for (v, c) in counts {
+                            d.set_item(v, c).expect("int keys");
+                        }
+                        d
+                    }),
+                )
+                .into(),
+            };
+            windows.set_item(
+                Delta::key_of(py, &strings, key),
+                (PyList::new(py, &window.vector), values),
+            )?;
+        }
+        let base = PyDict::new(py);
+        for (series, total) in &self.base {
+            base.set_item(
+                (
+                    strings.name(py, series.0),
+                    strings.name(py, series.1),
+                    strings.name(py, series.2),
+                ),
+                total,
+            )?;
+        }
+        Ok((windows, base).into_py(py))
+    }
+
+    /// Load what `export` gave (replacing everything).
+    fn load(&mut self, windows: &PyDict, base: &PyDict) -> PyResult<()> {
+        let mut strings = interner();
+        self.windows.clear();
+        self.starts.clear();
+        self.base.clear();
+        for (key, window) in windows.iter() {
+            let key = Delta::parse_key(&mut strings, key.downcast()?)?;
+            let (vector, values): (Vec<i128>, Option<Vec<Counts>>) =
+                window.extract()?;
+            self.starts.entry(series_of(&key)).or_default().insert(key.1);
+            self.windows.insert(key, Window { vector, values });
+        }
+        for (series, total) in base.iter() {
+            let series: &PyTuple = series.downcast()?;
+            let id = |i: usize, s: &mut Interner| -> PyResult<u32> {
+                s.id(series.get_item(i)?.downcast()?)
+            };
+            let parsed = (id(0, &mut strings)?, id(1, &mut strings)?, id(2, &mut strings)?);
+            self.base.insert(parsed, total.extract()?);
+        }
+        Ok(())
+    }
+
+    fn __len__(&self) -> usize {
+        self.windows.len()
+    }
+}
+
+#[pymodule]
+fn orderhealth_native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
+    m.add_class::<Plan>()?;
+    m.add_class::<Delta>()?;
+    m.add_class::<WindowStore>()?;
+    Ok(())
+}

@@ -1,0 +1,183 @@
+"""The native core equals the Python reference.
+
+``orderhealth_native`` (``native/``, Rust) replaces the Python window delta
+and window store on the hot path.  The Python implementations stay the
+reference: on random streams (out of order, duplicated, randomly batched,
+state pickled and restored on the way) both cores must emit the same metric
+rows, value for value, and the same open windows.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import msgspec
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dataflows import native_core
+from dataflows.contributions import VALUE_FACTS, Delta, Item
+from dataflows.metrics import FACTS, Agg
+from dataflows.native_core import NativeCoreMissing, core_name, delta_factory, native_module
+from dataflows.settings import HealthSettings
+from dataflows.window_metrics import MetricWindows, PyWindowStore
+from tests.strategies import streams
+from tests.stream_driver import run_stream
+
+BASE = HealthSettings.load()
+SETTINGS = msgspec.structs.replace(
+    BASE, outliers=msgspec.structs.replace(BASE.outliers, min_samples=3)
+)
+native = native_module()
+needs_native = pytest.mark.skipif(native is None, reason="orderhealth_native is not built")
+
+
+@contextmanager
+def core(name: str) -> Iterator[None]:
+    """Run with ``ORDERHEALTH_CORE=name`` (no monkeypatch: hypothesis reuses the test)."""
+    before = os.environ.get("ORDERHEALTH_CORE")
+    os.environ["ORDERHEALTH_CORE"] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["ORDERHEALTH_CORE"]
+        else:
+            os.environ["ORDERHEALTH_CORE"] = before
+
+
+def test_ci_builds_the_native_core() -> None:
+    """CI must run the native core, or the equivalence tests below would skip."""
+    if os.environ.get("CI"):
+        assert native is not None, "make install did not build native/ (orderhealth_native)"
+        assert core_name() == "native"
+
+
+@needs_native
+@settings(max_examples=60, deadline=None)
+@given(case=streams(SETTINGS, max_orders=14))
+def test_both_cores_emit_the_same_rows(case) -> None:  # type: ignore[no-untyped-def]
+    partitions, seed = case
+    with core("python"):
+        reference = run_stream(partitions, SETTINGS, seed)
+    with core("native"):
+        fast = run_stream(partitions, SETTINGS, seed)
+    assert fast.rows == reference.rows
+    assert fast.bronze == reference.bronze
+    assert reference.windows is not None and fast.windows is not None
+    assert fast.windows.vectors() == reference.windows.vectors()
+    assert fast.windows.store.export() == reference.windows.store.export()
+    assert fast.windows.late_contributions == reference.windows.late_contributions
+
+
+_VALUE_FACT = next(i for i, f in enumerate(FACTS) if f.keep_values)
+_ADDITIVE = [
+    i for i, f in enumerate(FACTS) if all(agg is not Agg.DISTINCT for agg in f.measures.values())
+]
+_DIMS = len(SETTINGS.dimensions)
+items = st.tuples(
+    st.sampled_from([*_ADDITIVE, _VALUE_FACT]),
+    # Negative times too: window starts floor like Python's %.
+    st.integers(-(10**13), 10**13),
+    st.tuples(*[st.none() | st.sampled_from(["a", "b", "ü-€"]) for _ in range(_DIMS)]),
+    # Values whose squares overflow 64 bits.
+    st.integers(-(2**40), 2**40),
+)
+
+
+@needs_native
+@settings(max_examples=200, deadline=None)
+@given(
+    changes=st.lists(st.tuples(items, st.sampled_from([-2, -1, 1, 2])), max_size=30),
+    bumps=st.lists(
+        st.tuples(
+            st.sampled_from(["1h", "1d"]),
+            st.integers(0, 3),
+            st.sampled_from(["region", "warehouse"]),
+            st.sampled_from(["a", "b"]),
+            st.sampled_from([-1, 1]),
+        ),
+        max_size=10,
+    ),
+)
+def test_native_delta_equals_the_reference(
+    changes: list[tuple[Item, int]], bumps: list[tuple[str, int, str, str, int]]
+) -> None:
+    reference = delta_factory(SETTINGS, "python")()
+    fast = delta_factory(SETTINGS, "native")()
+    for delta in (reference, fast):
+        for item, sign in changes:
+            delta.expand(item, sign)
+        for label, start, dim, value, sign in bumps:
+            delta.bump((label, start, dim, value), [0, 3], sign)
+        delta.drop_unchanged()
+    assert fast.vectors == reference.vectors
+    assert fast.kept == reference.kept
+    restored = pickle.loads(pickle.dumps(fast))
+    assert (restored.vectors, restored.kept) == (fast.vectors, fast.kept)
+
+
+@needs_native
+def test_native_delta_refuses_what_it_cannot_expand() -> None:
+    assert native is not None
+    fact = _ADDITIVE[0]
+    values = (None,) * _DIMS
+    unpickled = pickle.loads(pickle.dumps(delta_factory(SETTINGS, "native")()))
+    with pytest.raises(ValueError, match="no plan"):
+        unpickled.expand((fact, 0, values, 1), 1)
+    fresh = delta_factory(SETTINGS, "native")()
+    with pytest.raises(ValueError, match="one dimension value per dimension"):
+        fresh.expand((fact, 0, ("a",), 1), 1)
+    with pytest.raises(ValueError, match="fact index"):
+        fresh.expand((len(FACTS), 0, values, 1), 1)
+    distinct = next(i for i, f in enumerate(FACTS) if i not in _ADDITIVE)
+    with pytest.raises(ValueError, match="DISTINCT"):
+        fresh.expand((distinct, 0, values, 1), 1)
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        native.Plan(2, [("1h", 3_600_000_000)], ["region"], [([(0, "median")], -1)])
+    with pytest.raises(ValueError, match="window sizes must be positive"):
+        native.Plan(2, [("1h", 0)], ["region"], [])
+
+
+def test_the_python_delta_refuses_to_expand_without_settings() -> None:
+    unpickled = pickle.loads(pickle.dumps(Delta(SETTINGS)))
+    with pytest.raises(ValueError, match="no settings"):
+        unpickled.expand((_ADDITIVE[0], 0, (None,) * _DIMS, 1), 1)
+
+
+def test_the_core_is_chosen_by_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ORDERHEALTH_CORE", "python")
+    assert core_name() == "python"
+    assert isinstance(MetricWindows(SETTINGS, ["t/0"]).store, PyWindowStore)
+    monkeypatch.setenv("ORDERHEALTH_CORE", "fast")
+    with pytest.raises(ValueError, match="ORDERHEALTH_CORE must be one of native, python"):
+        core_name()
+    monkeypatch.setattr(native_core, "native_module", lambda: None)
+    monkeypatch.setenv("ORDERHEALTH_CORE", "native")
+    with pytest.raises(NativeCoreMissing, match="make install builds it"):
+        core_name()
+    monkeypatch.delenv("ORDERHEALTH_CORE")
+    assert core_name() == "python"  # with a warning
+
+
+def test_a_snapshot_from_before_the_stores_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Window state pickled by the previous release (``_Window`` objects inline)."""
+    monkeypatch.setenv("ORDERHEALTH_CORE", "python")
+    windows = MetricWindows(SETTINGS, ["t/0"])
+    store = windows.store
+    assert isinstance(store, PyWindowStore)
+    delta = Delta(SETTINGS)
+    delta.expand((_VALUE_FACT, 7_200_000_000, ("DE",) + (None,) * (_DIMS - 1), 5), 1)
+    store.add(delta, None)
+    store.take_rows()
+    old = dict(windows.__dict__)
+    del old["store"]
+    old.update(windows=store.windows, series_starts=store.series_starts, series_base={})
+    restored = MetricWindows.__new__(MetricWindows)
+    restored.__setstate__(pickle.loads(pickle.dumps(old)))
+    assert restored.vectors() == windows.vectors()
+    assert len(VALUE_FACTS) == len(restored.store.export()[0][next(iter(windows.vectors()))][1])

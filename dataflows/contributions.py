@@ -97,7 +97,9 @@ class WindowDelta(Protocol):
 
     def expand(self, item: Item, sign: int) -> None: ...
 
-    def bump(self, key: WindowKey, indexes: list[int], sign: int) -> None: ...
+    def distinct(
+        self, fact_index: int, old: tuple[Item, ...], new: tuple[Item, ...], changed: list[Item]
+    ) -> None: ...
 
     def drop_unchanged(self) -> None: ...
 
@@ -133,11 +135,20 @@ class Delta:
             raise ValueError("this Delta has no settings to expand facts with")
         _expand(item, sign, self._settings, self)
 
-    def bump(self, key: WindowKey, indexes: list[int], sign: int) -> None:
-        """Add ``sign`` to the measures ``indexes`` of one row (DISTINCT facts)."""
-        vector = self.vector(key)
-        for index in indexes:
-            vector[index] += sign
+    def distinct(
+        self, fact_index: int, old: tuple[Item, ...], new: tuple[Item, ...], changed: list[Item]
+    ) -> None:
+        """Add the row changes of one DISTINCT fact in the windows of its ``changed`` items.
+
+        A DISTINCT measure counts the order once per row, so it is not
+        additive per fact: the rows the order has the fact in are compared
+        before and after instead (:func:`_distinct_changes`).
+        """
+        if self._settings is None:
+            raise ValueError("this Delta has no settings to expand facts with")
+        sizes = self._settings.window_sizes
+        windows = {(label, at - at % size) for _f, at, _v, _x in changed for label, size in sizes}
+        _distinct_changes(fact_index, old, new, windows, self._settings, self)
 
     def drop_unchanged(self) -> None:
         """Remove rows whose changes cancel out (an order's fact moved within a window)."""
@@ -211,14 +222,19 @@ def order_items(view: OrderView, settings: HealthSettings) -> tuple[Item, ...]:
     The compact form of an order's contribution: the window rows follow from
     it by expanding each item over window sizes and dimensions, so the hot
     state keeps these (a few hundred bytes) instead of the expanded rows.
+    Most facts of an order fall on a few moments (its events), so the
+    dimension values are read once per moment and the tuple is shared.
     """
     readers = [DIMENSION_READERS[dim] for dim in settings.dimensions]
     out: list[Item] = []
+    at_moment: dict[int, tuple[str | None, ...]] = {}
     for fact_index, (fact, _measures, _slot) in enumerate(_PLAN):
         for item in fact.stream(view):
             at = item.at_us
             dims_at = at if item.dims_at_us is None else item.dims_at_us
-            values = tuple([read(view, dims_at) for read in readers])
+            values = at_moment.get(dims_at)
+            if values is None:
+                values = at_moment[dims_at] = tuple([read(view, dims_at) for read in readers])
             out.append((fact_index, at, values, item.value))
     return tuple(out)
 
@@ -240,18 +256,15 @@ def add_item_changes(
     after = Counter(new)
     added = after - before
     removed = before - after
-    distinct_windows: dict[int, set[tuple[str, int]]] = {}
+    distinct: dict[int, list[Item]] = {}
     for items, sign in ((added, 1), (removed, -1)):
         for item, count in items.items():
-            fact_index = item[0]
-            if fact_index in _DISTINCT_FACTS:
-                windows = distinct_windows.setdefault(fact_index, set())
-                at = item[1]
-                windows.update((label, at - at % size) for label, size in settings.window_sizes)
+            if item[0] in _DISTINCT_FACTS:
+                distinct.setdefault(item[0], []).append(item)
             else:
                 into.expand(item, sign * count)
-    for fact_index, windows in distinct_windows.items():
-        _distinct_changes(fact_index, old, new, windows, settings, into)
+    for fact_index, changed in distinct.items():
+        into.distinct(fact_index, old, new, changed)
 
 
 def _expand(item: Item, sign: int, settings: HealthSettings, into: Delta) -> None:
@@ -329,7 +342,7 @@ def _distinct_changes(
     new: tuple[Item, ...],
     windows: set[tuple[str, int]],
     settings: HealthSettings,
-    into: WindowDelta,
+    into: Delta,
 ) -> None:
     cells_before = _distinct_cells(fact_index, old, windows, settings)
     cells_after = _distinct_cells(fact_index, new, windows, settings)
@@ -344,4 +357,6 @@ def _distinct_changes(
         after = _distinct_rows(window, now, settings)
         for rows, sign in ((after - before, 1), (before - after, -1)):
             for key in rows:
-                into.bump(key, indexes, sign)
+                vector = into.vector(key)
+                for index in indexes:
+                    vector[index] += sign

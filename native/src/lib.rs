@@ -53,7 +53,9 @@ impl Interner {
             return Ok(*id);
         }
         let id = u32::try_from(self.names.len())
-            .map_err(|_| PyValueError::new_err("more than 2^32 distinct dimension values"))?;
+            .ok()
+            .filter(|id| *id != u32::MAX)
+            .ok_or_else(|| PyValueError::new_err("more than 2^32 - 1 distinct strings"))?;
         self.ids.insert(s.to_owned(), id);
         self.names.push(text.into());
         Ok(id)
@@ -62,6 +64,19 @@ impl Interner {
     fn name(&self, py: Python<'_>, id: u32) -> Py<PyString> {
         self.names[id as usize].clone_ref(py)
     }
+}
+
+/// A Python int of a 128-bit sum: through 64 bits when it fits, which is
+/// nearly always and several times cheaper than PyO3's 128-bit conversion.
+fn int(py: Python<'_>, v: i128) -> PyObject {
+    match i64::try_from(v) {
+        Ok(small) => small.into_py(py),
+        Err(_) => v.into_py(py),
+    }
+}
+
+fn ints<'py>(py: Python<'py>, vector: &[i128]) -> &'py PyList {
+    PyList::new(py, vector.iter().map(|v| int(py, *v)))
 }
 
 fn interner() -> std::sync::MutexGuard<'static, Interner> {
@@ -129,7 +144,9 @@ impl Plan {
                     "sumsq" => SUMSQ,
                     "distinct" => DISTINCT,
                     other => {
-                        return Err(PyValueError::new_err(format!("unknown aggregation {other:?}")))
+                        return Err(PyValueError::new_err(format!(
+                            "unknown aggregation {other:?}"
+                        )))
                     }
                 };
                 coded.push((index, code));
@@ -239,7 +256,11 @@ impl Delta {
                     COUNT => sign,
                     SUM => sign * value,
                     SUMSQ => sign * value * value,
-                    _ => return Err(PyValueError::new_err("a DISTINCT fact is bumped, not expanded")),
+                    _ => {
+                        return Err(PyValueError::new_err(
+                            "a DISTINCT fact is bumped, not expanded",
+                        ))
+                    }
                 },
             ));
         }
@@ -265,16 +286,101 @@ impl Delta {
         Ok(())
     }
 
-    /// Add ``sign`` to the measures ``indexes`` of one row (DISTINCT facts).
-    fn bump(&mut self, key: &PyTuple, indexes: Vec<usize>, sign: i64) -> PyResult<()> {
-        let width = self.plan()?.width;
-        let key = Self::parse_key(&mut interner(), key)?;
-        let vector = self.vectors.entry(key).or_insert_with(|| vec![0; width]);
-        for index in indexes {
-            *vector
-                .get_mut(index)
-                .ok_or_else(|| PyValueError::new_err("measure index out of range"))? +=
-                i128::from(sign);
+    /// The row changes of one DISTINCT fact between an order's ``old`` and
+    /// ``new`` items, in the windows of its ``changed`` items: a row counts
+    /// the order once, so per window the rows under the dimension values it
+    /// has the fact with are compared before and after (see
+    /// `dataflows.contributions._distinct_changes`, the reference).
+    fn distinct(
+        &mut self,
+        fact_index: usize,
+        old: &PyTuple,
+        new: &PyTuple,
+        changed: Vec<&PyTuple>,
+    ) -> PyResult<()> {
+        let plan = self.plan()?;
+        let fact = plan
+            .facts
+            .get(fact_index)
+            .ok_or_else(|| PyValueError::new_err("fact index out of range"))?;
+        let mut windows: ahash::AHashSet<(u32, i64)> = Default::default();
+        for item in changed {
+            let at: i64 = item.get_item(1)?.extract()?;
+            for &(label, size) in &plan.sizes {
+                windows.insert((label, at - at.rem_euclid(size)));
+            }
+        }
+        let cells = |items: &PyTuple| -> PyResult<AHashMap<(u32, i64), ahash::AHashSet<Vec<u32>>>> {
+            let mut out: AHashMap<(u32, i64), ahash::AHashSet<Vec<u32>>> = AHashMap::new();
+            let mut strings = interner();
+            for item in items.iter() {
+                let item: &PyTuple = item.downcast()?;
+                if item.get_item(0)?.extract::<usize>()? != fact_index {
+                    continue;
+                }
+                let at: i64 = item.get_item(1)?.extract()?;
+                let mut ids: Option<Vec<u32>> = None;
+                for &(label, size) in &plan.sizes {
+                    let window = (label, at - at.rem_euclid(size));
+                    if !windows.contains(&window) {
+                        continue;
+                    }
+                    if ids.is_none() {
+                        // u32::MAX stands for None (no id reaches it: see Interner::id).
+                        let values: &PyTuple = item.get_item(2)?.downcast()?;
+                        let mut parsed = Vec::with_capacity(values.len());
+                        for v in values.iter() {
+                            parsed.push(if v.is_none() {
+                                u32::MAX
+                            } else {
+                                strings.id(v.downcast()?)?
+                            });
+                        }
+                        ids = Some(parsed);
+                    }
+                    out.entry(window)
+                        .or_default()
+                        .insert(ids.clone().unwrap_or_default());
+                }
+            }
+            Ok(out)
+        };
+        let before = cells(old)?;
+        let after = cells(new)?;
+        let empty = ahash::AHashSet::new();
+        let rows = |cells: &ahash::AHashSet<Vec<u32>>| -> ahash::AHashSet<(u32, u32)> {
+            let mut out = ahash::AHashSet::new();
+            for values in cells {
+                for (dim, value) in plan.dims.iter().zip(values) {
+                    if *value != u32::MAX {
+                        out.insert((*dim, *value));
+                    }
+                }
+            }
+            out
+        };
+        for window in &windows {
+            let was = before.get(window).unwrap_or(&empty);
+            let now = after.get(window).unwrap_or(&empty);
+            if was == now {
+                continue;
+            }
+            let (rows_before, rows_after) = (rows(was), rows(now));
+            for (set, other, sign) in [
+                (&rows_after, &rows_before, 1i128),
+                (&rows_before, &rows_after, -1),
+            ] {
+                for &(dim, value) in set.difference(other) {
+                    let key = (window.0, window.1, dim, value);
+                    let vector = self
+                        .vectors
+                        .entry(key)
+                        .or_insert_with(|| vec![0; plan.width]);
+                    for &(index, _agg) in &fact.measures {
+                        vector[index] += sign;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -309,7 +415,7 @@ impl Delta {
         let strings = interner();
         let out = PyDict::new(py);
         for (key, vector) in &self.vectors {
-            out.set_item(Self::key_of(py, &strings, key), PyList::new(py, vector))?;
+            out.set_item(Self::key_of(py, &strings, key), ints(py, vector))?;
         }
         Ok(out.into())
     }
@@ -560,8 +666,8 @@ impl WindowStore {
                             strings.name(py, dim),
                             strings.name(py, value),
                             self.finals.contains(&key),
-                            running,
-                            PyList::new(py, &window.vector),
+                            int(py, running),
+                            ints(py, &window.vector),
                             self.values_of(py, window),
                         )
                             .into_py(py),
@@ -604,7 +710,7 @@ impl WindowStore {
             };
             windows.set_item(
                 Delta::key_of(py, &strings, key),
-                (PyList::new(py, &window.vector), values),
+                (ints(py, &window.vector), values),
             )?;
         }
         let base = PyDict::new(py);
@@ -615,7 +721,7 @@ impl WindowStore {
                     strings.name(py, series.1),
                     strings.name(py, series.2),
                 ),
-                total,
+                int(py, *total),
             )?;
         }
         Ok((windows, base).into_py(py))
@@ -629,9 +735,11 @@ impl WindowStore {
         self.base.clear();
         for (key, window) in windows.iter() {
             let key = Delta::parse_key(&mut strings, key.downcast()?)?;
-            let (vector, values): (Vec<i128>, Option<Vec<Counts>>) =
-                window.extract()?;
-            self.starts.entry(series_of(&key)).or_default().insert(key.1);
+            let (vector, values): (Vec<i128>, Option<Vec<Counts>>) = window.extract()?;
+            self.starts
+                .entry(series_of(&key))
+                .or_default()
+                .insert(key.1);
             self.windows.insert(key, Window { vector, values });
         }
         for (series, total) in base.iter() {
@@ -639,7 +747,11 @@ impl WindowStore {
             let id = |i: usize, s: &mut Interner| -> PyResult<u32> {
                 s.id(series.get_item(i)?.downcast()?)
             };
-            let parsed = (id(0, &mut strings)?, id(1, &mut strings)?, id(2, &mut strings)?);
+            let parsed = (
+                id(0, &mut strings)?,
+                id(1, &mut strings)?,
+                id(2, &mut strings)?,
+            );
             self.base.insert(parsed, total.extract()?);
         }
         Ok(())

@@ -120,6 +120,7 @@ def pipeline(bootstrap_servers: str, topic: str, workers: int, lakehouse: Path) 
     end = next(r for r in records if r["event"] == "run_end")
     return {
         "workers": workers,
+        "core": end.get("core"),
         "events": end["consumed"],
         "seconds": seconds,
         "events_per_s": end["consumed"] / seconds,

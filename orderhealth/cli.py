@@ -271,13 +271,21 @@ def _kafka_options(bootstrap_servers: str, options: list[str]) -> dict[str, str]
 
 def _run_summary(outcome: str) -> None:
     """The end-of-run summary: a structured log record and a table for people."""
+    from dataflows.native_core import core_name
     from dataflows.run_log import log_fields, run_stats
 
     summary = run_stats.summary()
+    core = core_name()
     log_fields(
-        logging.getLogger("orderhealth.run"), logging.INFO, "run_end", outcome=outcome, **summary
+        logging.getLogger("orderhealth.run"),
+        logging.INFO,
+        "run_end",
+        outcome=outcome,
+        core=core,
+        **summary,
     )
     table = Table(title=f"Run {outcome} after {summary['seconds']:,.1f} s", show_header=False)
+    table.add_row("Streaming core", core)
     table.add_row("Epochs", f"{summary['epochs']:,}")
     table.add_row("Consumed", f"{summary['consumed']:,} ({summary['events_per_s']:,.0f}/s)")
     table.add_row("Valid", f"{summary['valid']:,} ({summary['warned']:,} with rule warnings)")

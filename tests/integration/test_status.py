@@ -69,6 +69,7 @@ def test_status_and_logs_report_what_the_tables_hold(broker: Kafka, tmp_path: Pa
     gate_rows = sum(r["rows"] for r in records if r["event"] == "gate_run")
     assert end["published_rows"] == gate_rows >= published > 0
     assert end["outcome"] == "finished" and end["quarantined_rows"] == 0
+    assert end["core"] in ("native", "python") and "Streaming core" in run.stdout
     assert "Run finished" in run.stdout and f"{config.events:,}" in run.stdout
 
     state = _status(broker, topic, lakehouse)

@@ -239,9 +239,7 @@ def order_items(view: OrderView, settings: HealthSettings) -> tuple[Item, ...]:
     return tuple(out)
 
 
-def add_item_changes(
-    old: tuple[Item, ...], new: tuple[Item, ...], settings: HealthSettings, into: WindowDelta
-) -> None:
+def add_item_changes(old: tuple[Item, ...], new: tuple[Item, ...], into: WindowDelta) -> None:
     """Add ``new - old`` of one order to the window deltas ``into``.
 
     Only facts that changed are expanded into window rows, so an event that

@@ -1,11 +1,11 @@
-"""Which implementation of the window-delta kernel the stream runs.
+"""Which core the stream runs: native window deltas and window store, or Python.
 
-Fact expansion -- one fact into a row change per window size and dimension --
-was the largest single cost of the per-partition step in CPython.  The
-``orderhealth_native`` extension (``native/``, Rust) implements the same
-:class:`~dataflows.contributions.WindowDelta`; the Python
-:class:`~dataflows.contributions.Delta` stays the reference the tests hold it
-equal to.
+Fact expansion (one fact into a row change per window size and dimension)
+and the window totals were the largest per-row costs of the core in CPython.
+The ``orderhealth_native`` extension (``native/``, Rust) implements both
+behind the same interfaces (:class:`~dataflows.contributions.WindowDelta`,
+:class:`~dataflows.window_metrics.WindowStore`); the Python implementations
+stay the reference the tests hold it equal to.
 
 ``ORDERHEALTH_CORE`` chooses: ``native``, ``python``, or unset (native when
 the extension is installed, else Python with a warning).  ``make install``
@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from functools import cache
 from types import ModuleType
 
 from dataflows.contributions import _PLAN, Delta, WindowDelta
@@ -58,12 +59,18 @@ def core_name() -> str:
     if wanted:
         return wanted
     if not available:
-        log.warning(
-            "the orderhealth_native extension is not installed: running the Python core "
-            "(slower; make install builds it)"
-        )
+        _warn_python_fallback()
         return "python"
     return "native"
+
+
+@cache
+def _warn_python_fallback() -> None:
+    """Once per process: every partition and the window step ask."""
+    log.warning(
+        "the orderhealth_native extension is not installed: running the Python core "
+        "(slower; make install builds it)"
+    )
 
 
 def delta_factory(settings: HealthSettings, core: str | None = None) -> Callable[[], WindowDelta]:

@@ -396,7 +396,7 @@ class PartitionProcessor:
     def _apply(self, order_id: str, view: OrderView, delta: WindowDelta) -> None:
         order = self.orders[order_id]
         items = order_items(view, self.settings)
-        add_item_changes(order.items, items, self.settings, delta)
+        add_item_changes(order.items, items, delta)
         order.items = items
         if view.next_deadline_us != order.deadline_us:
             order.deadline_us = view.next_deadline_us

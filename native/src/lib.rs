@@ -223,7 +223,7 @@ impl Delta {
 
     /// Add ``sign`` times one fact ``(fact index, at us, dimension values,
     /// value)`` to every row it lands in (not for DISTINCT facts: their rows
-    /// are compared before and after, see `bump`).
+    /// are compared before and after, see `distinct`).
     fn expand(&mut self, item: &PyTuple, sign: i64) -> PyResult<()> {
         let plan = self.plan()?;
         let fact_index: usize = item.get_item(0)?.extract()?;
@@ -258,7 +258,7 @@ impl Delta {
                     SUMSQ => sign * value * value,
                     _ => {
                         return Err(PyValueError::new_err(
-                            "a DISTINCT fact is bumped, not expanded",
+                            "a DISTINCT fact goes through distinct(), not expand()",
                         ))
                     }
                 },

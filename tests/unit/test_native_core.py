@@ -100,7 +100,7 @@ def test_native_delta_equals_the_reference(changes: list[tuple[list[Item], list[
     fast = delta_factory(SETTINGS, "native")()
     for delta in (reference, fast):
         for old, new in changes:
-            add_item_changes(tuple(old), tuple(new), SETTINGS, delta)
+            add_item_changes(tuple(old), tuple(new), delta)
         delta.drop_unchanged()
     assert fast.vectors == reference.vectors
     assert fast.kept == reference.kept

@@ -152,8 +152,6 @@ class WindowStore(Protocol):
 
     def load(self, windows: StoreWindows, base: dict[Series, int]) -> None: ...
 
-    def __len__(self) -> int: ...
-
 
 class PyWindowStore:
     """The Python window store (the reference for the native one)."""
@@ -169,9 +167,6 @@ class PyWindowStore:
         self._final: set[WindowKey] = set()
         #: Series whose running late-open total moved, from which window start on.
         self._moved_from: dict[Series, int] = {}
-
-    def __len__(self) -> int:
-        return len(self.windows)
 
     def add(self, delta: WindowDelta, watermark: int | None) -> list[WindowKey]:
         late: list[WindowKey] = []
@@ -307,7 +302,6 @@ class MetricWindows:
         self.progress: dict[str, int] = {}
         self.store = store_factory(settings)
         self.late_contributions = 0
-        self._sizes = dict(settings.window_sizes)
 
     # -- recovery: the store is saved in its core-neutral form -------------
     def __getstate__(self) -> dict[str, Any]:

@@ -431,10 +431,6 @@ impl Delta {
         Ok(out.into())
     }
 
-    fn __len__(&self) -> usize {
-        self.vectors.len()
-    }
-
     fn __getstate__(&self, py: Python<'_>) -> PyResult<PyObject> {
         Ok((self.vectors(py)?, self.kept(py)?).into_py(py))
     }
@@ -755,10 +751,6 @@ impl WindowStore {
             self.base.insert(parsed, total.extract()?);
         }
         Ok(())
-    }
-
-    fn __len__(&self) -> usize {
-        self.windows.len()
     }
 }
 

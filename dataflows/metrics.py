@@ -19,7 +19,6 @@ are integer microseconds, so sums are exact.
 from __future__ import annotations
 
 import importlib
-import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from enum import StrEnum
@@ -27,8 +26,18 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from dataflows.formulas import (
+    ColumnTotals,
+    CycleCV,
+    FloatColumn,
+    LateOpen,
+    MeanHours,
+    Percentile,
+    Ratio,
+    columns_of,
+    nearest_rank,
+)
 from dataflows.outcome import OutcomeStatus
-from dataflows.timeutil import US_PER_HOUR
 
 if TYPE_CHECKING:
     from dataflows.lifecycle import OrderView
@@ -44,6 +53,7 @@ __all__ = [
     "FactValue",
     "WindowTotals",
     "components_markdown",
+    "compute_component_columns",
     "compute_components",
     "nearest_rank",
 ]
@@ -93,6 +103,9 @@ class Component(msgspec.Struct, frozen=True):
     name: str
     unit: str
     formula: str
+    #: One row's value (None: no data).  A :mod:`dataflows.formulas` formula
+    #: (Ratio, MeanHours, ...) also evaluates an epoch's rows at once; any
+    #: other callable is evaluated row by row.
     compute: Callable[[WindowTotals], float | None]
     #: Values outside [low, high] are impossible (None = unbounded).  The
     #: batch quality gate (quality/suites.py) quarantines a batch breaking it.
@@ -364,144 +377,92 @@ MEASURE_AGGS: dict[str, Agg] = {m: agg for fact in FACTS for m, agg in fact.meas
 # -- components ------------------------------------------------------------------
 
 
-def _ratio(numerator: str, denominator: str) -> Callable[[WindowTotals], float | None]:
-    def compute(w: WindowTotals) -> float | None:
-        den = w.measures[denominator]
-        return w.measures[numerator] / den if den else None
-
-    return compute
-
-
-def _mean_hours(total: str, count: str) -> Callable[[WindowTotals], float | None]:
-    def compute(w: WindowTotals) -> float | None:
-        n = w.measures[count]
-        return w.measures[total] / n / US_PER_HOUR if n else None
-
-    return compute
-
-
-def nearest_rank(values: Sequence[int] | Sequence[float], q: float) -> int | float | None:
-    """The q-quantile of ascending ``values`` by the nearest-rank method (None if empty).
-
-    Nearest rank returns an observed value, so a bank re-deriving a percentile
-    from the order-level evidence gets exactly the published figure.
-    """
-    if not values:
-        return None
-    return values[max(math.ceil(q * len(values)), 1) - 1]
-
-
-def _percentile_hours(fact: str, q: float) -> Callable[[WindowTotals], float | None]:
-    def compute(w: WindowTotals) -> float | None:
-        value = nearest_rank(w.values.get(fact, ()), q)
-        return None if value is None else value / US_PER_HOUR
-
-    return compute
-
-
-def _cancellation_rate(w: WindowTotals) -> float | None:
-    cancelled, resolved = w.measures["orders_cancelled"], w.measures["orders_resolved"]
-    return cancelled / (cancelled + resolved) if cancelled + resolved else None
-
-
-def _cycle_cv(w: WindowTotals) -> float | None:
-    n, total, squares = (
-        w.measures["cycle_count"],
-        w.measures["cycle_us_sum"],
-        w.measures["cycle_us_sumsq"],
-    )
-    if n < 2 or total <= 0:
-        return None
-    # Population CV = sqrt(n*sumsq - sum^2) / sum; exact integers under the root.
-    return math.sqrt(max(n * squares - total * total, 0)) / total
-
-
 COMPONENTS: tuple[Component, ...] = (
     Component(
         "on_time_rate",
         "ratio",
         "orders_on_time / orders_resolved, over orders whose promise resolved in the window",
-        _ratio("orders_on_time", "orders_resolved"),
+        Ratio("orders_on_time", "orders_resolved"),
         valid_range=(0.0, 1.0),
     ),
     Component(
         "promise_deviation_hours_avg",
         "hours",
         "mean(delivered_at - first promise) over orders delivered in the window; negative = early",
-        _mean_hours("deviation_us_sum", "deviation_count"),
+        MeanHours("deviation_us_sum", "deviation_count"),
     ),
     Component(
         "promise_deviation_hours_p90",
         "hours",
         "90th percentile (nearest rank) of delivered_at - first promise, same orders",
-        _percentile_hours("deviation", 0.9),
+        Percentile("deviation", 0.9),
     ),
     Component(
         "promise_deviation_hours_p50",
         "hours",
         "median (nearest rank) of delivered_at - first promise, same orders (not scored)",
-        _percentile_hours("deviation", 0.5),
+        Percentile("deviation", 0.5),
     ),
     Component(
         "promise_deviation_hours_p99",
         "hours",
         "99th percentile (nearest rank) of delivered_at - first promise, same orders (not scored)",
-        _percentile_hours("deviation", 0.99),
+        Percentile("deviation", 0.99),
     ),
     Component(
         "anomaly_rate",
         "ratio",
         "orders with an anomaly flag raised in the window / orders active in the window",
-        _ratio("orders_anomalous", "orders_active"),
+        Ratio("orders_anomalous", "orders_active"),
         valid_range=(0.0, 1.0),
     ),
     Component(
         "cancellation_rate",
         "ratio",
         "orders cancelled before resolving / (those + orders resolved), in the window",
-        _cancellation_rate,
+        Ratio("orders_cancelled", "orders_cancelled", "orders_resolved"),
         valid_range=(0.0, 1.0),
     ),
     Component(
         "routing_accuracy",
         "ratio",
         "orders shipped from their first-routed warehouse / orders shipped, in the window",
-        _ratio("shipped_from_first_warehouse", "orders_shipped"),
+        Ratio("shipped_from_first_warehouse", "orders_shipped"),
         valid_range=(0.0, 1.0),
     ),
     Component(
         "cycle_time_hours_avg",
         "hours",
         "mean(delivered_at - created_at) over orders delivered in the window",
-        _mean_hours("cycle_us_sum", "cycle_count"),
+        MeanHours("cycle_us_sum", "cycle_count"),
         valid_range=(0.0, None),
     ),
     Component(
         "cycle_time_cv",
         "ratio",
         "population std / mean of the same cycle times (stability; needs 2 orders)",
-        _cycle_cv,
+        CycleCV("cycle_count", "cycle_us_sum", "cycle_us_sumsq"),
         valid_range=(0.0, None),
     ),
     Component(
         "order_to_warehouse_hours_avg",
         "hours",
         "mean(warehouse_accepted_at - created_at) over acceptances in the window (gray zone)",
-        _mean_hours("gray_zone_us_sum", "gray_zone_count"),
+        MeanHours("gray_zone_us_sum", "gray_zone_count"),
         valid_range=(0.0, None),
     ),
     Component(
         "finance_review_hours_avg",
         "hours",
         "mean(finance_approved_at - created_at) over approvals in the window",
-        _mean_hours("finance_review_us_sum", "finance_review_count"),
+        MeanHours("finance_review_us_sum", "finance_review_count"),
         valid_range=(0.0, None),
     ),
     Component(
         "stage_sla_breach_rate",
         "ratio",
         "stage transitions over their SLA / stage transitions completed in the window",
-        _ratio("stage_sla_breaches", "stage_transitions"),
+        Ratio("stage_sla_breaches", "stage_transitions"),
         valid_range=(0.0, 1.0),
     ),
     Component(
@@ -509,7 +470,7 @@ COMPONENTS: tuple[Component, ...] = (
         "orders",
         "open orders already past their first promise at the window end "
         "(running sum of late_open_in - late_open_out)",
-        lambda w: float(w.late_open),
+        LateOpen(),
         valid_range=(0.0, None),
     ),
 )
@@ -521,6 +482,41 @@ COMPONENTS += _PLUGIN_COMPONENTS
 def compute_components(totals: WindowTotals) -> dict[str, float | None]:
     """Every component for one window row; None where the component has no data."""
     return {c.name: c.compute(totals) for c in COMPONENTS}
+
+
+def compute_component_columns(totals: ColumnTotals) -> dict[str, FloatColumn]:
+    """Every component for many window rows at once; NaN where a row has no data.
+
+    The same floats as :func:`compute_components` row by row
+    (:mod:`dataflows.formulas`).
+    """
+    rows: list[WindowTotals] = []
+
+    def row_totals() -> list[WindowTotals]:
+        # Only for a formula without a column form (or with too-large sums).
+        if not rows:
+            rows.extend(_row_totals(totals))
+        return rows
+
+    return {c.name: columns_of(c.compute, totals, row_totals) for c in COMPONENTS}
+
+
+def _row_totals(totals: ColumnTotals) -> list[WindowTotals]:
+    names = list(totals.measures)
+    kept = list(totals.values)
+    return [
+        WindowTotals(
+            measures=dict(zip(names, vector, strict=True)),
+            values={k: v for k, v in zip(kept, values, strict=True) if v is not None},
+            late_open=late_open,
+        )
+        for vector, values, late_open in zip(
+            zip(*totals.measures.values(), strict=True),
+            zip(*totals.values.values(), strict=True) if kept else ((),) * totals.size,
+            totals.late_open,
+            strict=True,
+        )
+    ]
 
 
 def components_markdown() -> str:

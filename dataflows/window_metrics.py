@@ -15,7 +15,8 @@ Rows carry absolute values, so writing them is an idempotent upsert by
 ``(window_size, window_start, dimension, dimension_value)``.  They are emitted
 as columns (:data:`MetricColumns`), times as integer microseconds: a dict per
 row, transposed for Arrow in the sink, cost ~10% of the streaming core
-(``python -m bench.core``).
+(``python -m bench.core``), and so did one Python call per component and row;
+components and the health index are computed a column at a time.
 """
 
 from __future__ import annotations
@@ -29,15 +30,18 @@ from contextlib import contextmanager
 from operator import add
 from typing import Any, Protocol
 
+import numpy as np
+import pyarrow as pa
+
 from dataflows.contributions import VALUE_FACTS, WindowDelta, WindowKey
-from dataflows.metrics import COMPONENTS, MEASURES, WindowTotals, compute_components
+from dataflows.formulas import ColumnTotals, FloatColumn
+from dataflows.metrics import MEASURES, compute_component_columns
 from dataflows.native_core import NativeCoreMissing, core_name, native_module
 from dataflows.partition_processor import PartitionBatch
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import from_us
 
 __all__ = [
-    "ROW_COLUMNS",
     "TIME_COLUMNS",
     "MetricColumns",
     "MetricWindows",
@@ -51,22 +55,9 @@ _IN = MEASURES.index("late_open_in")
 _OUT = MEASURES.index("late_open_out")
 Series = tuple[str, str, str]
 
-#: Metric rows as columns: name -> one value per row, in :data:`ROW_COLUMNS`
-#: order plus the shared watermark columns; times are us since the epoch.
-MetricColumns = dict[str, list[Any]]
-#: The per-row columns, in the order :meth:`MetricWindows._row_values` builds them.
-ROW_COLUMNS: tuple[str, ...] = (
-    "window_size",
-    "window_start",
-    "window_end",
-    "dimension",
-    "dimension_value",
-    "is_final",
-    *MEASURES,
-    *(c.name for c in COMPONENTS),
-    "health_index",
-    "health_components",
-)
+#: Metric rows as columns: name -> one value per row (a list, or an Arrow
+#: array for the numeric columns built with NumPy); times are us since the epoch.
+MetricColumns = dict[str, list[Any] | pa.Array]
 #: Columns holding times (us since the epoch in :data:`MetricColumns`).
 TIME_COLUMNS = ("window_start", "window_end", "watermark_at")
 
@@ -76,7 +67,8 @@ def as_rows(columns: MetricColumns) -> list[dict[str, Any]]:
     if not columns:
         return []
     names = list(columns)
-    rows = [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+    lists = [c.to_pylist() if isinstance(c, pa.Array) else c for c in columns.values()]
+    rows = [dict(zip(names, values, strict=True)) for values in zip(*lists, strict=True)]
     for row in rows:
         for name in TIME_COLUMNS:
             if row[name] is not None:
@@ -100,6 +92,48 @@ def health_index(
     if not used:
         return None, None
     return 100.0 * total / weight, ",".join(used)
+
+
+def health_index_columns(
+    components: dict[str, FloatColumn], settings: HealthSettings
+) -> tuple[FloatColumn, list[str | None]]:
+    """:func:`health_index` for many rows at once (NaN where a row has no data).
+
+    Same floats as row by row: the same operations in the same component
+    order, with an absent component adding an exact 0.0.
+    """
+    size = len(next(iter(components.values()))) if components else 0
+    total, weight = np.zeros(size), np.zeros(size)
+    used_bits = np.zeros(size, dtype=np.int64)
+    names: list[str] = []
+    for name, values in components.items():
+        w = settings.weights[name]
+        if w.weight <= 0:
+            continue
+        present = ~np.isnan(values)
+        score = np.minimum(1.0, np.maximum(0.0, (values - w.bad) / (w.good - w.bad)))
+        total += np.where(present, w.weight * score, 0.0)
+        weight += np.where(present, w.weight, 0.0)
+        used_bits |= present.astype(np.int64) << len(names)
+        names.append(name)
+    index = _empty_floats(size)
+    np.divide(100.0 * total, weight, out=index, where=used_bits != 0)
+    labels: dict[int, str | None] = {0: None}
+    used: list[str | None] = []
+    for bits in used_bits.tolist():
+        if bits not in labels:
+            labels[bits] = ",".join(n for i, n in enumerate(names) if bits >> i & 1)
+        used.append(labels[bits])
+    return index, used
+
+
+def _empty_floats(size: int) -> FloatColumn:
+    return np.full(size, np.nan)
+
+
+def _nullable(floats: FloatColumn) -> pa.Array:
+    """float64 column -> Arrow, NaN (no data) as null."""
+    return pa.array(floats, type=pa.float64(), mask=np.isnan(floats))
 
 
 class _Window:
@@ -369,37 +403,48 @@ class MetricWindows:
             self.store.finalize(after)
 
     def _columns(self, changed: list[StoreRow]) -> MetricColumns:
-        """Columns for the changed rows, with components and health index."""
+        """Columns for the changed rows, with components and health index.
+
+        Components and index are computed a column at a time
+        (:func:`~dataflows.metrics.compute_component_columns`,
+        :func:`health_index_columns`) and handed on as Arrow arrays, nulls
+        where a row has no data.
+        """
         if not changed:
             return {}
-        rows = [self._row_values(row) for row in changed]
-        columns = dict(zip(ROW_COLUMNS, map(list, zip(*rows, strict=True)), strict=True))
-        columns["watermark_at"] = [self.watermark_us] * len(rows)
-        columns["watermark_lag_seconds"] = [self.watermark_lag_seconds] * len(rows)
+        labels, starts, ends, dims, values, finals, late_open, vectors, kept = zip(
+            *changed, strict=True
+        )
+        size = len(changed)
+        measures = dict(zip(MEASURES, zip(*vectors, strict=True), strict=True))
+        totals = ColumnTotals(
+            measures,
+            {
+                fact: [None if k is None else k[slot] for k in kept]
+                for slot, fact in enumerate(VALUE_FACTS)
+            },
+            late_open,
+        )
+        components = compute_component_columns(totals)
+        index, used = health_index_columns(components, self.settings)
+        columns: MetricColumns = {
+            "window_size": list(labels),
+            "window_start": list(starts),
+            "window_end": list(ends),
+            "dimension": list(dims),
+            "dimension_value": list(values),
+            "is_final": list(finals),
+        }
+        for name, column in measures.items():
+            small = totals.ints(name)
+            columns[name] = list(column) if small is None else pa.array(small)
+        for name, floats in components.items():
+            columns[name] = _nullable(floats)
+        columns["health_index"] = _nullable(index)
+        columns["health_components"] = used
+        columns["watermark_at"] = [self.watermark_us] * size
+        columns["watermark_lag_seconds"] = [self.watermark_lag_seconds] * size
         return columns
-
-    def _row_values(self, row: StoreRow) -> tuple[Any, ...]:
-        """One row's values in :data:`ROW_COLUMNS` order."""
-        label, start, end, dimension, value, is_final, late_open, vector, values = row
-        totals = WindowTotals(
-            measures=dict(zip(MEASURES, vector, strict=True)),
-            values=({} if values is None else dict(zip(VALUE_FACTS, values, strict=True))),
-            late_open=late_open,
-        )
-        components = compute_components(totals)
-        index, used = health_index(components, self.settings)
-        return (
-            label,
-            start,
-            end,
-            dimension,
-            value,
-            is_final,
-            *vector,
-            *components.values(),
-            index,
-            used,
-        )
 
     @property
     def watermark_lag_seconds(self) -> float | None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from dataflows.formulas import MeanHours
 from dataflows.lifecycle import OrderView
-from dataflows.metrics import Agg, Component, Fact, FactValue, WindowTotals
-from dataflows.timeutil import US_PER_HOUR
+from dataflows.metrics import Agg, Component, Fact, FactValue
 
 
 def pick_to_pack(view: OrderView) -> Iterable[FactValue]:
@@ -20,11 +20,6 @@ def pick_to_pack(view: OrderView) -> Iterable[FactValue]:
     picked, packed = view.stage_us.get("PICKED"), view.stage_us.get("PACKED")
     if picked is not None and packed is not None and picked <= packed:
         yield FactValue(packed, packed - picked)
-
-
-def pick_to_pack_hours_avg(w: WindowTotals) -> float | None:
-    n = w.measures["pick_to_pack_count"]
-    return w.measures["pick_to_pack_us_sum"] / n / US_PER_HOUR if n else None
 
 
 FACTS = (
@@ -46,6 +41,6 @@ COMPONENTS = (
         name="pick_to_pack_hours_avg",
         unit="hours",
         formula="mean(packed_at - picked_at) over orders packed in the window",
-        compute=pick_to_pack_hours_avg,
+        compute=MeanHours("pick_to_pack_us_sum", "pick_to_pack_count"),
     ),
 )

@@ -1,0 +1,252 @@
+"""Component formulas that evaluate one window row, or a whole epoch's rows at once.
+
+A formula is declared once (``Ratio("orders_on_time", "orders_resolved")``)
+and knows two ways to evaluate it:
+
+* ``formula(totals)``: one row (:class:`~dataflows.metrics.WindowTotals`),
+  exact Python arithmetic.  The batch reference
+  (:mod:`dataflows.batch_metrics`) uses it, and it is the definition;
+* ``formula.columns(totals)``: every changed row of an epoch at once
+  (:class:`ColumnTotals`), NumPy over float64.  The streaming window step
+  uses it: one Python call per component and epoch instead of one per row
+  was most of the window step's cost (``python -m bench.core``).
+
+The two give the same floats, not merely close ones: Python divides two ints
+below 2**53 as two doubles, which is what NumPy does; a column holding a
+larger value (``columns`` returns None) is evaluated row by row instead.  A
+plain callable (a plugin's own formula) is always evaluated row by row.
+``tests/unit/test_formulas.py`` checks the equality on random totals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+from dataflows.timeutil import US_PER_HOUR
+
+if TYPE_CHECKING:
+    from dataflows.metrics import WindowTotals
+
+__all__ = [
+    "ColumnFormula",
+    "ColumnTotals",
+    "CycleCV",
+    "LateOpen",
+    "MeanHours",
+    "Percentile",
+    "Ratio",
+    "nearest_rank",
+]
+
+#: Ints of at most this magnitude convert to float64 exactly.
+_EXACT = 2**53
+FloatColumn = np.ndarray
+
+
+class ColumnTotals:
+    """An epoch's changed window rows as columns: what :meth:`ColumnFormula.columns` sees."""
+
+    def __init__(
+        self,
+        measures: Mapping[str, Sequence[int]],
+        values: Mapping[str, Sequence[Sequence[int] | None]],
+        late_open: Sequence[int],
+    ) -> None:
+        #: Measure -> one exact Python int per row.
+        self.measures = measures
+        #: Fact with ``keep_values`` -> per row its values (ascending), or None.
+        self.values = values
+        #: Per row, the running late-open total.
+        self.late_open = late_open
+        self.size = len(late_open)
+        self._ints: dict[str, np.ndarray | None] = {}
+        self._nonempty: dict[str, list[tuple[int, Sequence[int]]]] = {}
+
+    def ints(self, measure: str) -> np.ndarray | None:
+        """The measure as int64, or None unless every value is below 2**53 in magnitude.
+
+        Such ints, and sums of a few of them, convert to float64 exactly.
+        """
+        if measure not in self._ints:
+            self._ints[measure] = _small_ints(self.measures[measure])
+        return self._ints[measure]
+
+    def nonempty(self, fact: str) -> list[tuple[int, Sequence[int]]]:
+        """(row, values) of the rows holding values of the fact."""
+        if fact not in self._nonempty:
+            kept = self.values.get(fact, ())
+            self._nonempty[fact] = [(i, v) for i, v in enumerate(kept) if v]
+        return self._nonempty[fact]
+
+    def floats(self, *measures: str) -> FloatColumn | None:
+        """The sum of the measures as float64, or None unless it converts exactly."""
+        parts = [p for p in map(self.ints, measures) if p is not None]
+        if len(parts) < len(measures):
+            return None
+        total = parts[0] if len(parts) == 1 else np.sum(parts, axis=0)
+        if len(parts) > 1 and _too_large(total):
+            return None
+        return np.asarray(total, dtype=np.float64)
+
+
+def _too_large(ints: np.ndarray) -> bool:
+    return bool(ints.size) and int(np.abs(ints).max()) >= _EXACT
+
+
+def _small_ints(values: Sequence[int]) -> np.ndarray | None:
+    try:
+        ints = np.array(values, dtype=np.int64)
+    except OverflowError:
+        return None
+    return None if _too_large(ints) else ints
+
+
+def _empty(size: int) -> FloatColumn:
+    """A column of "no data" (NaN; written as null)."""
+    return np.full(size, np.nan)
+
+
+@runtime_checkable
+class ColumnFormula(Protocol):
+    """A formula with a column form (see the module docstring)."""
+
+    def __call__(self, totals: WindowTotals) -> float | None: ...
+
+    def columns(self, totals: ColumnTotals) -> FloatColumn | None:
+        """Every row's value (NaN where None); None to be evaluated row by row."""
+        ...
+
+
+class Ratio:
+    """``numerator / (sum of denominator measures)``; None where that sum is 0."""
+
+    def __init__(self, numerator: str, *denominator: str) -> None:
+        self.numerator = numerator
+        self.denominator = denominator
+
+    def __call__(self, totals: WindowTotals) -> float | None:
+        den = sum(totals.measures[d] for d in self.denominator)
+        return totals.measures[self.numerator] / den if den else None
+
+    def columns(self, totals: ColumnTotals) -> FloatColumn | None:
+        num, den = totals.floats(self.numerator), totals.floats(*self.denominator)
+        if num is None or den is None:
+            return None
+        out = _empty(totals.size)
+        np.divide(num, den, out=out, where=den != 0)
+        return out
+
+
+class MeanHours:
+    """``total / count`` in hours (durations are microseconds); None where count is 0."""
+
+    def __init__(self, total: str, count: str) -> None:
+        self.total = total
+        self.count = count
+
+    def __call__(self, totals: WindowTotals) -> float | None:
+        n = totals.measures[self.count]
+        return totals.measures[self.total] / n / US_PER_HOUR if n else None
+
+    def columns(self, totals: ColumnTotals) -> FloatColumn | None:
+        total, n = totals.floats(self.total), totals.floats(self.count)
+        if total is None or n is None:
+            return None
+        out = _empty(totals.size)
+        np.divide(total, n, out=out, where=n != 0)
+        out /= float(US_PER_HOUR)  # NaN stays NaN
+        return out
+
+
+def nearest_rank(values: Sequence[int] | Sequence[float], q: float) -> int | float | None:
+    """The q-quantile of ascending ``values`` by the nearest-rank method (None if empty).
+
+    Nearest rank returns an observed value, so a bank re-deriving a percentile
+    from the order-level evidence gets exactly the published figure.
+    """
+    if not values:
+        return None
+    return values[max(math.ceil(q * len(values)), 1) - 1]
+
+
+class Percentile:
+    """The q-quantile (nearest rank) of a kept fact's values, in hours."""
+
+    def __init__(self, fact: str, q: float) -> None:
+        self.fact = fact
+        self.q = q
+
+    def _of(self, values: Sequence[int] | None) -> float | None:
+        value = nearest_rank(values or (), self.q)
+        return None if value is None else value / US_PER_HOUR
+
+    def __call__(self, totals: WindowTotals) -> float | None:
+        return self._of(totals.values.get(self.fact))
+
+    def columns(self, totals: ColumnTotals) -> FloatColumn | None:
+        out = _empty(totals.size)
+        # Few rows keep values, and the rank needs each one's list anyway.
+        for i, values in totals.nonempty(self.fact):
+            out[i] = self._of(values)
+        return out
+
+
+class CycleCV:
+    """Population coefficient of variation from a count, sum and sum of squares."""
+
+    def __init__(self, count: str, total: str, squares: str) -> None:
+        self.count, self.total, self.squares = count, total, squares
+
+    @staticmethod
+    def _of(n: int, total: int, squares: int) -> float | None:
+        if n < 2 or total <= 0:
+            return None
+        # sqrt(n*sumsq - sum^2) / sum, with exact integers under the root.
+        return math.sqrt(max(n * squares - total * total, 0)) / total
+
+    def __call__(self, totals: WindowTotals) -> float | None:
+        m = totals.measures
+        return self._of(m[self.count], m[self.total], m[self.squares])
+
+    def columns(self, totals: ColumnTotals) -> FloatColumn | None:
+        # The sums of squares exceed 64 bits: exact Python ints, row by row,
+        # but without a WindowTotals per row.
+        m = totals.measures
+        n, total = totals.ints(self.count), totals.ints(self.total)
+        if n is None or total is None:
+            candidates: Iterable[int] = range(totals.size)
+        else:  # only rows with a value
+            candidates = np.flatnonzero((n >= 2) & (total > 0)).tolist()
+        out = _empty(totals.size)
+        for i in candidates:
+            value = self._of(m[self.count][i], m[self.total][i], m[self.squares][i])
+            if value is not None:
+                out[i] = value
+        return out
+
+
+class LateOpen:
+    """The running late-open total of the row, as a float."""
+
+    def __call__(self, totals: WindowTotals) -> float | None:
+        return float(totals.late_open)
+
+    def columns(self, totals: ColumnTotals) -> FloatColumn | None:
+        return np.array(totals.late_open, dtype=np.float64)
+
+
+def columns_of(
+    formula: Callable[[WindowTotals], float | None],
+    totals: ColumnTotals,
+    rows: Callable[[], Sequence[WindowTotals]],
+) -> FloatColumn:
+    """Every row's value of ``formula`` (NaN where None): by column if it can, else by row."""
+    if isinstance(formula, ColumnFormula):
+        out = formula.columns(totals)
+        if out is not None:
+            return out
+    return np.array([formula(row) for row in rows()], dtype=np.float64)

@@ -1,0 +1,107 @@
+"""Column-at-a-time components and health index == row by row, float for float."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dataflows.formulas import ColumnTotals, Ratio, columns_of
+from dataflows.metrics import (
+    MEASURES,
+    WindowTotals,
+    compute_component_columns,
+    compute_components,
+)
+from dataflows.settings import HealthSettings
+from dataflows.window_metrics import health_index, health_index_columns
+
+VALUE_FACT = "deviation"
+#: One window row: measure totals, kept values or None, running late-open total.
+_Row = tuple[list[int], list[int] | None, int]
+
+#: Small counts (zero denominators are common) and microsecond sums: the
+#: column forms apply.
+_small = st.one_of(st.integers(0, 5), st.integers(-(10**12), 10**13))
+#: Now and then a value past 2**53 or 2**63, which must fall back to exact Python.
+_any = st.one_of(_small, st.integers(2**53 - 2, 2**53 + 2), st.integers(2**63, 2**70))
+
+
+def _rows(measure: st.SearchStrategy[int]) -> st.SearchStrategy[list[_Row]]:
+    row = st.tuples(
+        st.lists(measure, min_size=len(MEASURES), max_size=len(MEASURES)),
+        st.one_of(st.none(), st.lists(st.integers(-(10**11), 10**11), max_size=6).map(sorted)),
+        st.integers(-3, 10**6),
+    )
+    return st.lists(row, min_size=1, max_size=12)
+
+
+def _same(column: float, row: float | None) -> bool:
+    if row is None:
+        return math.isnan(column)
+    return column == row
+
+
+def _column_totals(rows: list[_Row]) -> ColumnTotals:
+    return ColumnTotals(
+        {m: [r[0][i] for r in rows] for i, m in enumerate(MEASURES)},
+        {VALUE_FACT: [r[1] for r in rows]},
+        [r[2] for r in rows],
+    )
+
+
+def _row_totals(row: _Row) -> WindowTotals:
+    vector, values, late_open = row
+    return WindowTotals(
+        measures=dict(zip(MEASURES, vector, strict=True)),
+        values={} if values is None else {VALUE_FACT: values},
+        late_open=late_open,
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(_rows(_small))
+def test_columns_equal_rows(rows: list[_Row]) -> None:
+    _check(rows)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_rows(_any))
+def test_columns_equal_rows_with_sums_too_large_for_floats(rows: list[_Row]) -> None:
+    _check(rows)
+
+
+def _check(rows: list[_Row]) -> None:
+    health = HealthSettings.load()
+    by_column = compute_component_columns(_column_totals(rows))
+    index, used = health_index_columns(by_column, health)
+    for i, row in enumerate(rows):
+        by_row = compute_components(_row_totals(row))
+        assert list(by_row) == list(by_column)
+        for name, value in by_row.items():
+            assert _same(by_column[name][i], value), (name, by_column[name][i], value)
+        expected_index, expected_used = health_index(by_row, health)
+        assert _same(index[i], expected_index)
+        assert used[i] == expected_used
+
+
+def test_a_plain_callable_is_evaluated_row_by_row() -> None:
+    totals = ColumnTotals({"a": [1, 2], "b": [2, 0]}, {}, [0, 0])
+    rows = [WindowTotals({"a": 1, "b": 2}, {}, 0), WindowTotals({"a": 2, "b": 0}, {}, 0)]
+
+    def plain(w: WindowTotals) -> float | None:
+        return w.measures["a"] / w.measures["b"] if w.measures["b"] else None
+
+    by_row = columns_of(plain, totals, lambda: rows)
+    assert by_row[0] == 0.5 and math.isnan(by_row[1])
+    assert np.array_equal(columns_of(Ratio("a", "b"), totals, lambda: rows), by_row, equal_nan=True)
+
+
+def test_too_large_sums_fall_back_to_exact_python() -> None:
+    big = 2**53 + 1  # float(big) would round
+    totals = ColumnTotals({"a": [big], "b": [3]}, {}, [0])
+    assert Ratio("a", "b").columns(totals) is None
+    rows = [WindowTotals({"a": big, "b": 3}, {}, 0)]
+    assert columns_of(Ratio("a", "b"), totals, lambda: rows)[0] == big / 3

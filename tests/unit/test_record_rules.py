@@ -67,6 +67,18 @@ def test_fail_rules_stop_with_a_clear_error(tmp_path: Path) -> None:
         ('[no_such_rule]\naction = "warn"\n', "unknown rule 'no_such_rule'"),
         ('[promise_after_creation]\naction = "explode"\n', "needs action"),
         ("not toml [", "record rules"),
+        (
+            '[event_time_not_in_future]\naction = "drop"\nclock_skew_tolerance = "ten minutes"\n',
+            "'event_time_not_in_future': clock_skew_tolerance: 'ten minutes' is not a duration",
+        ),
+        (
+            '[event_time_not_in_future]\naction = "drop"\n',
+            "rule 'event_time_not_in_future' needs 'clock_skew_tolerance'",
+        ),
+        (
+            '[order_value_plausible]\naction = "warn"\nmax_order_value = "lots"\n',
+            "rule 'order_value_plausible': max_order_value: 'lots' is no number",
+        ),
     ],
 )
 def test_invalid_rule_files_are_clear_errors(tmp_path: Path, text: str, message: str) -> None:

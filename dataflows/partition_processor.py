@@ -24,6 +24,7 @@ from dataflows.dwell_history import DwellHistory
 from dataflows.json_text import json_text
 from dataflows.lifecycle import (
     EVENT_RANK,
+    WIRE,
     Baseline,
     BaselineLookup,
     OrderView,
@@ -150,7 +151,7 @@ class _Order:
 
 def _event_row(event: OrderEvent) -> dict[str, Any]:
     row = msgspec.structs.asdict(event)
-    row["event_type"] = event.event_type.value
+    row["event_type"] = WIRE[event.event_type]
     for name in ("attributes", "context"):
         if row.get(name) is not None:
             row[name] = json_text(row[name])

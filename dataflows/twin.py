@@ -19,9 +19,9 @@ from schemas.events import EventType
 
 __all__ = ["STAGE_COLUMNS", "lifecycle_values"]
 
-#: Lifecycle stages that get their own timestamp and dwell columns.
-STAGE_COLUMNS: tuple[tuple[EventType, str], ...] = tuple(
-    (stage, stage.value.lower())
+#: Lifecycle stages (wire tag) that get their own timestamp and dwell columns.
+STAGE_COLUMNS: tuple[tuple[str, str], ...] = tuple(
+    (stage.value, stage.value.lower())
     for stage in (
         EventType.ORDER_CREATED,
         EventType.FINANCE_APPROVED,
@@ -33,6 +33,9 @@ STAGE_COLUMNS: tuple[tuple[EventType, str], ...] = tuple(
         EventType.DELIVERED,
     )
 )
+
+
+_STAGE_COLUMN_NAMES = tuple((s, f"{c}_at", f"{c}_dwell_hours") for s, c in STAGE_COLUMNS)
 
 
 def _ts(at_us: int | None) -> datetime | None:
@@ -89,8 +92,8 @@ def lifecycle_values(
         "last_event_offset": last_offset,
         "first_seen_at": _ts(first_seen_us),
     }
-    for stage, column in STAGE_COLUMNS:
-        row[f"{column}_at"] = _ts(view.stage_us.get(stage.value))
-        dwell = view.dwell_us.get(stage.value)
-        row[f"{column}_dwell_hours"] = None if dwell is None else dwell / US_PER_HOUR
+    for stage, at_column, dwell_column in _STAGE_COLUMN_NAMES:
+        row[at_column] = _ts(view.stage_us.get(stage))
+        dwell = view.dwell_us.get(stage)
+        row[dwell_column] = None if dwell is None else dwell / US_PER_HOUR
     return row

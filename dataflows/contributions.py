@@ -250,10 +250,7 @@ def add_item_changes(old: tuple[Item, ...], new: tuple[Item, ...], into: WindowD
     """
     if old == new:
         return
-    before = Counter(old)
-    after = Counter(new)
-    added = after - before
-    removed = before - after
+    added, removed = _multiset_changes(old, new)
     distinct: dict[int, list[Item]] = {}
     for items, sign in ((added, 1), (removed, -1)):
         for item, count in items.items():
@@ -263,6 +260,21 @@ def add_item_changes(old: tuple[Item, ...], new: tuple[Item, ...], into: WindowD
                 into.expand(item, sign * count)
     for fact_index, changed in distinct.items():
         into.distinct(fact_index, old, new, changed)
+
+
+def _multiset_changes(
+    old: tuple[Item, ...], new: tuple[Item, ...]
+) -> tuple[Mapping[Item, int], Mapping[Item, int]]:
+    """Items added and removed (with multiplicity) between ``old`` and ``new``.
+
+    An order's items are nearly always distinct, and set differences run in C;
+    ``Counter`` subtraction, for the rare repeated item, was 3% of the flow.
+    """
+    before, after = set(old), set(new)
+    if len(before) == len(old) and len(after) == len(new):
+        return dict.fromkeys(after - before, 1), dict.fromkeys(before - after, 1)
+    counted_before, counted_after = Counter(old), Counter(new)
+    return counted_after - counted_before, counted_before - counted_after
 
 
 def _expand(item: Item, sign: int, settings: HealthSettings, into: Delta) -> None:

@@ -244,6 +244,8 @@ def build_flow(
             storage_options=config.storage_options,
             on_commit=on_commit,
             after_flush=after_flush,
+            # Without recovery an epoch need not wait for its commits.
+            background=not config.snapshot_state,
         )
 
     def gate_reported(run: GateRun) -> None:

@@ -18,13 +18,13 @@ import logging
 import pickle
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, cast
 
 import bytewax.operators as op
 import msgspec
-from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import StatefulBatchLogic
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from dataflows.gatekeeper import gate_after_flush
 from dataflows.kafka_source import FlowControl, FlowControlledKafkaSource
@@ -133,26 +133,23 @@ class _WindowLogic(StatefulBatchLogic[PartitionBatch, Chunk, bytes]):
         return pickle.dumps(self._windows, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-SourceItem = KafkaSourceMessage[bytes | None, bytes | None] | KafkaError[bytes | None, bytes | None]
-
-
 def _is_event(item: SourcedEvent | dict[str, Any]) -> TypeGuard[SourcedEvent]:
     return isinstance(item, SourcedEvent)
 
 
 def _dead_letter_row(
-    msg: KafkaSourceMessage[bytes | None, bytes | None],
+    msg: Message,
     rejection: Rejection | None = None,
     *,
     rule: str | None = None,
     message: str | None = None,
 ) -> dict[str, Any]:
     return {
-        "topic": msg.topic,
-        "partition": msg.partition,
-        "offset": msg.offset,
-        "key": msg.key,
-        "value": msg.value,
+        "topic": msg.topic(),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
+        "key": msg.key(),
+        "value": msg.value(),
         "reason": rejection.reason.value if rejection else "rule_violation",
         "rule": rule,
         "message": rejection.message if rejection else message,
@@ -181,11 +178,12 @@ def _dead_tally(row: dict[str, Any]) -> Tally:
     return (stream, row["offset"], "reject", row["reason"])
 
 
-def _produced_us(msg: KafkaSourceMessage[bytes | None, bytes | None]) -> int | None:
+def _produced_us(msg: Message) -> int | None:
     """The Kafka message timestamp in us (the rules' clock), if the broker has one."""
-    if msg.timestamp is None or msg.timestamp[0] == 0:  # TIMESTAMP_NOT_AVAILABLE
+    kind, ms = msg.timestamp()
+    if kind == TIMESTAMP_NOT_AVAILABLE:
         return None
-    return msg.timestamp[1] * 1000
+    return int(ms) * 1000
 
 
 def _fair_batch_size(config: FlowConfig) -> int:
@@ -215,13 +213,10 @@ def build_flow(
     settings = config.settings
     partitions = [stream_name(config.topic, p) for p in range(config.partitions)]
 
-    def decode(msg: SourceItem) -> SourcedEvent | dict[str, Any]:
-        if isinstance(msg, KafkaError):
-            # Unreachable with raise_on_errors=True; kept so that the type is total.
-            raise RuntimeError(f"error consuming from Kafka topic {config.topic!r}: {msg.err}")
+    def decode(msg: Message) -> SourcedEvent | dict[str, Any]:
         if on_consumed is not None:
             on_consumed(1)
-        result = decoder.decode(msg.value, msg.key, require_key=True)
+        result = decoder.decode(msg.value(), msg.key(), require_key=True)
         if isinstance(result, Rejection):
             control.completed(1)
             return _dead_letter_row(msg, result)
@@ -230,10 +225,9 @@ def build_flow(
         if verdict.dropped_by is not None:
             control.completed(1)
             return _dead_letter_row(msg, rule=verdict.dropped_by, message=verdict.message)
-        assert msg.topic is not None and msg.partition is not None and msg.offset is not None
-        return SourcedEvent(
-            result, msg.topic, msg.partition, msg.offset, verdict.warnings, produced_us
-        )
+        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+        assert topic is not None and partition is not None and offset is not None  # consumed
+        return SourcedEvent(result, topic, partition, offset, verdict.warnings, produced_us)
 
     def sink(spec: Any, mode: Any, after_flush: Any = None) -> DeltaSink:
         return DeltaSink(
@@ -282,7 +276,8 @@ def build_flow(
         add_config=dict(config.kafka_config),
         control=control,
     )
-    messages = op.input("read_kafka", flow, source)
+    # The wrapper hands on confluent-kafka's messages (dataflows.kafka_source).
+    messages = cast("Stream[Message]", op.input("read_kafka", flow, source))
     decoded = op.map("decode", messages, decode)
     split = op.branch("split_valid", decoded, _is_event)
 

@@ -9,8 +9,10 @@ second, schemaless parse to quote the offending value) only runs on failure.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
+import typing
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -85,9 +87,25 @@ def _too_deep() -> Rejection:
     )
 
 
+@functools.cache
+def _range_checked_fields(cls: type[Event]) -> tuple[str, ...]:
+    """The fields of an event type that can hold a time or a float (in field order).
+
+    Only those can be out of range; looking at every field of every event
+    was 4% of the flow.
+    """
+    hints = typing.get_type_hints(cls)
+
+    def may_hold(hint: Any) -> bool:
+        members = typing.get_args(hint) or (hint,)
+        return any(m in (datetime, float, Any) for m in members)
+
+    return tuple(name for name in cls.__struct_fields__ if may_hold(hints[name]))
+
+
 def _out_of_range(event: Event) -> Rejection | None:
     """The first non-finite number or implausible timestamp of an event, if any."""
-    for name in event.__struct_fields__:
+    for name in _range_checked_fields(type(event)):
         value = getattr(event, name)
         if isinstance(value, datetime) and not EARLIEST_TIME <= value < LATEST_TIME:
             return Rejection(

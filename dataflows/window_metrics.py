@@ -114,9 +114,11 @@ def health_index_columns(
         score = np.minimum(1.0, np.maximum(0.0, (values - w.bad) / (w.good - w.bad)))
         total += np.where(present, w.weight * score, 0.0)
         weight += np.where(present, w.weight, 0.0)
+        if len(names) == 63:  # one bit per weighted component in an int64
+            raise ValueError("more than 63 weighted health-index components")
         used_bits |= present.astype(np.int64) << len(names)
         names.append(name)
-    index = _empty_floats(size)
+    index = np.full(size, np.nan)
     np.divide(100.0 * total, weight, out=index, where=used_bits != 0)
     labels: dict[int, str | None] = {0: None}
     used: list[str | None] = []
@@ -125,10 +127,6 @@ def health_index_columns(
             labels[bits] = ",".join(n for i, n in enumerate(names) if bits >> i & 1)
         used.append(labels[bits])
     return index, used
-
-
-def _empty_floats(size: int) -> FloatColumn:
-    return np.full(size, np.nan)
 
 
 def _nullable(floats: FloatColumn) -> pa.Array:

@@ -321,6 +321,7 @@ def build_flow(
             config.lakehouse,
             pipeline_id=config.pipeline_id,
             storage_options=config.storage_options,
+            background=not config.snapshot_state,
         ),
     )
 

@@ -173,21 +173,29 @@ class DeltaSink(FixedPartitionedSink[Any, None]):
 
 
 class _RuleTallyPartition(StatefulSinkPartition[list[Tally], None]):
-    def __init__(self, writer: DeltaWriter) -> None:
+    def __init__(self, writer: DeltaWriter, *, background: bool = False) -> None:
         self._writer = writer
         self._tallies: list[Tally] = []
+        self._background = _Background(writer.spec.path) if background else None
         writer.table()
 
     def write_batch(self, values: list[list[Tally]]) -> None:
         for value in values:
             self._tallies.extend(value)
 
-    def _flush(self) -> None:
+    def _flush(self, closing: bool = False) -> None:
         tallies, self._tallies = self._tallies, []
-        if not tallies:
-            return
-        # The epoch's structured log line: one tally per consumed message.
-        run_stats.epoch((kind, detail) for _s, _o, kind, detail in tallies)
+        if tallies:
+            # The epoch's structured log line: one tally per consumed message.
+            run_stats.epoch((kind, detail) for _s, _o, kind, detail in tallies)
+            if self._background is None:
+                self._write(tallies)
+            else:
+                self._background.submit(lambda: self._write(tallies))
+        if closing and self._background is not None:
+            self._background.close()
+
+    def _write(self, tallies: list[Tally]) -> None:
         committed = self._writer.committed({t[0] for t in tallies})
         now = datetime.now(UTC)
         rows = [
@@ -201,7 +209,7 @@ class _RuleTallyPartition(StatefulSinkPartition[list[Tally], None]):
         return None
 
     def close(self) -> None:
-        self._flush()
+        self._flush(closing=True)
 
 
 class RecordRuleSink(FixedPartitionedSink[list[Tally], None]):
@@ -212,11 +220,18 @@ class RecordRuleSink(FixedPartitionedSink[list[Tally], None]):
     """
 
     def __init__(
-        self, root: str, *, pipeline_id: str, storage_options: dict[str, str] | None = None
+        self,
+        root: str,
+        *,
+        pipeline_id: str,
+        storage_options: dict[str, str] | None = None,
+        background: bool = False,
     ) -> None:
+        """``background``: as for :class:`DeltaSink`."""
         self._root = root
         self._pipeline_id = pipeline_id
         self._storage_options = storage_options
+        self._background = background
 
     def list_parts(self) -> list[str]:
         return [SINK_KEY]
@@ -228,5 +243,6 @@ class RecordRuleSink(FixedPartitionedSink[list[Tally], None]):
                 VALIDATION_RUNS,
                 pipeline_id=self._pipeline_id,
                 storage_options=self._storage_options,
-            )
+            ),
+            background=self._background,
         )

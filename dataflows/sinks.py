@@ -11,7 +11,7 @@ the rerun a no-op.
 
 Without recovery an epoch's commits also need not finish before the next
 epoch starts: each table then commits on a thread of its own
-(:class:`_Background`), one commit at a time and in epoch order, while the
+(:class:`_Commits`), one commit at a time and in epoch order, while the
 flow goes on.  delta-rs releases the GIL while it writes, so a commit's I/O
 and Parquet encoding overlap the next epoch's Python work (the flow's Delta
 commits were a quarter of its wall time).  An error surfaces at the table's
@@ -45,15 +45,25 @@ Mode = Literal["append", "upsert"]
 AfterFlush = Callable[[bool], None]
 
 
-class _Background:
-    """One table's commits, in order, on a thread of their own (see the module docstring)."""
+class _Commits:
+    """One table's commits: inline, or in order on a thread of their own.
 
-    def __init__(self, name: str) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"commit {name}")
+    In the background (see the module docstring) a commit waits for the
+    previous one, whose error, if any, it raises.
+    """
+
+    def __init__(self, name: str, *, background: bool) -> None:
+        self._pool = (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"commit {name}")
+            if background
+            else None
+        )
         self._pending: Future[None] | None = None
 
-    def submit(self, work: Callable[[], None]) -> None:
-        """Run ``work`` once the previous commit is done (raising its error, if any)."""
+    def run(self, work: Callable[[], None]) -> None:
+        if self._pool is None:
+            work()
+            return
         self.wait()
         self._pending = self._pool.submit(work)
 
@@ -66,7 +76,8 @@ class _Background:
         try:
             self.wait()
         finally:
-            self._pool.shutdown()
+            if self._pool is not None:
+                self._pool.shutdown()
 
 
 class _DeltaSinkPartition(StatefulSinkPartition[Any, None]):
@@ -85,7 +96,7 @@ class _DeltaSinkPartition(StatefulSinkPartition[Any, None]):
         self._after_flush = after_flush
         self._rows: list[dict[str, Any]] = []
         self._chunks: list[Chunk] = []
-        self._background = _Background(writer.spec.path) if background else None
+        self._commits = _Commits(writer.spec.path, background=background)
         writer.table()  # create the table up front, so readers find it early
 
     def write_batch(self, values: list[Any]) -> None:
@@ -104,12 +115,9 @@ class _DeltaSinkPartition(StatefulSinkPartition[Any, None]):
             if self._after_flush is not None:
                 self._after_flush(closing)
 
-        if self._background is None:
-            commit()
-            return
-        self._background.submit(commit)
+        self._commits.run(commit)
         if closing:
-            self._background.close()
+            self._commits.close()
 
     def _write(self, rows: list[dict[str, Any]], chunks: list[Chunk]) -> None:
         if self._mode == "append":
@@ -176,7 +184,7 @@ class _RuleTallyPartition(StatefulSinkPartition[list[Tally], None]):
     def __init__(self, writer: DeltaWriter, *, background: bool = False) -> None:
         self._writer = writer
         self._tallies: list[Tally] = []
-        self._background = _Background(writer.spec.path) if background else None
+        self._commits = _Commits(writer.spec.path, background=background)
         writer.table()
 
     def write_batch(self, values: list[list[Tally]]) -> None:
@@ -188,12 +196,9 @@ class _RuleTallyPartition(StatefulSinkPartition[list[Tally], None]):
         if tallies:
             # The epoch's structured log line: one tally per consumed message.
             run_stats.epoch((kind, detail) for _s, _o, kind, detail in tallies)
-            if self._background is None:
-                self._write(tallies)
-            else:
-                self._background.submit(lambda: self._write(tallies))
-        if closing and self._background is not None:
-            self._background.close()
+            self._commits.run(lambda: self._write(tallies))
+        if closing:
+            self._commits.close()
 
     def _write(self, tallies: list[Tally]) -> None:
         committed = self._writer.committed({t[0] for t in tallies})

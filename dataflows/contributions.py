@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Protocol
 
-from dataflows.dimensions import DIMENSION_READERS
+from dataflows.dimensions import moment_reader
 from dataflows.lifecycle import OrderView
 from dataflows.metrics import FACTS, MEASURES, Agg
 from dataflows.settings import HealthSettings
@@ -225,7 +225,7 @@ def order_items(view: OrderView, settings: HealthSettings) -> tuple[Item, ...]:
     Most facts of an order fall on a few moments (its events), so the
     dimension values are read once per moment and the tuple is shared.
     """
-    readers = [DIMENSION_READERS[dim] for dim in settings.dimensions]
+    read_at = moment_reader(settings.dimensions, view)
     out: list[Item] = []
     at_moment: dict[int, tuple[str | None, ...]] = {}
     for fact_index, (fact, _measures, _slot) in enumerate(_PLAN):
@@ -234,7 +234,7 @@ def order_items(view: OrderView, settings: HealthSettings) -> tuple[Item, ...]:
             dims_at = at if item.dims_at_us is None else item.dims_at_us
             values = at_moment.get(dims_at)
             if values is None:
-                values = at_moment[dims_at] = tuple([read(view, dims_at) for read in readers])
+                values = at_moment[dims_at] = read_at(dims_at)
             out.append((fact_index, at, values, item.value))
     return tuple(out)
 

@@ -12,6 +12,7 @@ no longer change, so each baseline is computed once and cached.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
 from dataflows.lifecycle import Baseline, Transition
 from dataflows.settings import OutlierSettings
@@ -57,10 +58,10 @@ class DwellHistory:
         result = None
         if dwells:
             ordered = np.sort(np.array(dwells, dtype=np.int64))
-            middle = float(_middle(ordered.tolist()))
+            middle = float(_middle(ordered))
             deviations = np.abs(ordered.astype(np.float64) - middle)
             deviations.sort()
-            result = Baseline(middle, float(_middle(deviations.tolist())), len(dwells))
+            result = Baseline(middle, float(_middle(deviations)), len(dwells))
         self._cache[key] = result
         return result
 
@@ -73,14 +74,15 @@ class DwellHistory:
             del self._cache[key]
 
 
-def _middle(ordered: list[int] | list[float]) -> int | float:
+def _middle(ordered: NDArray[np.int64] | NDArray[np.float64]) -> int | float:
     """The median of ascending values, exactly as ``statistics.median`` computes it.
 
     The sorting runs in NumPy (``statistics.median`` over the trailing dwells
-    was 4% of the flow); the middle is then taken with Python's arithmetic,
-    so the figure is the same float.
+    was 4% of the flow); the middle values are then taken out as Python
+    numbers (``item``) and averaged with Python's arithmetic, so the figure
+    is the same float.
     """
     n = len(ordered)
     if n % 2:
-        return ordered[n // 2]
-    return (ordered[n // 2 - 1] + ordered[n // 2]) / 2
+        return ordered[n // 2].item()  # type: ignore[no-any-return]
+    return (ordered[n // 2 - 1].item() + ordered[n // 2].item()) / 2  # type: ignore[no-any-return]

@@ -183,4 +183,4 @@ def test_an_orders_first_seen_time_is_its_first_accepted_event_and_never_moves()
     result = part.processor.process([SourcedEvent(event("SHIPPED", "A", at(40)), "t", 0, 9)])
     assert part.processor.orders["A"].first_seen_us == to_us(at(30))
     (row,) = result.lifecycle
-    assert row["first_seen_at"] == at(30)
+    assert row["first_seen_at"] == to_us(at(30))

@@ -120,7 +120,7 @@ class Chunk(msgspec.Struct, frozen=True):
     (stream -> Kafka offset)."""
 
     progress: dict[str, int]
-    rows: list[dict[str, Any]] | dict[str, list[Any]]
+    rows: list[dict[str, Any]] | Columns | pa.Table
 
 
 class DeltaWriter:
@@ -204,6 +204,8 @@ class DeltaWriter:
     def to_arrow(self, rows: Rows) -> pa.Table:
         """Rows in any :data:`Rows` form -> a table of the spec's schema, derived columns added."""
         schema = self.spec.schema
+        if isinstance(rows, pa.Table) and rows.schema.equals(schema):
+            return rows  # converted already (the sinks convert as rows arrive)
         derived = self.spec.day_columns
         columns: dict[str, Any]
         if isinstance(rows, pa.Table | Mapping):
@@ -285,32 +287,53 @@ class DeltaWriter:
         return removed
 
     # -- append tables ------------------------------------------------------
-    def append(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Append rows carrying ``topic``/``partition``/``offset``; returns rows written."""
-        if not rows:
+    def append(self, rows: Sequence[Mapping[str, Any]] | pa.Table) -> int:
+        """Append rows carrying ``topic``/``partition``/``offset``; returns rows written.
+
+        Rows may be dicts or a table from :meth:`to_arrow`; the rows a
+        partition's app transaction already covers are filtered in Arrow.
+        """
+        table = self.to_arrow(rows)
+        if not table.num_rows:
             return 0
-        streams = {stream_name(r["topic"], r["partition"]) for r in rows}
-        committed = self.committed(streams)
-        fresh = [
-            r for r in rows if r["offset"] > committed[stream_name(r["topic"], r["partition"])]
-        ]
-        if not fresh:
-            log.info("%s: skipped %d already-committed rows", self.spec.path, len(rows))
+        fresh, progress = self._fresh(table)
+        if not fresh.num_rows:
+            log.info("%s: skipped %d already-committed rows", self.spec.path, table.num_rows)
             return 0
-        progress: dict[str, int] = {}
-        for r in fresh:
-            s = stream_name(r["topic"], r["partition"])
-            progress[s] = max(progress.get(s, -1), r["offset"])
-        with self._commit("append", len(fresh), progress):
+        with self._commit("append", fresh.num_rows, progress):
             write_deltalake(
                 self.table(),
-                self.to_arrow(fresh),
+                fresh,
                 mode="append",
                 partition_by=list(self.spec.partition_by) or None,
                 commit_properties=self._commit_properties(progress),
                 storage_options=self.storage_options,
             )
-        return len(fresh)
+        return int(fresh.num_rows)
+
+    def _fresh(self, table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
+        """The rows past their partition's committed offset, and the offsets they reach."""
+        spans = (
+            table.group_by(["topic", "partition"], use_threads=False)
+            .aggregate([("offset", "min"), ("offset", "max")])
+            .to_pylist()
+        )
+        streams = {stream_name(s["topic"], s["partition"]): s for s in spans}
+        committed = self.committed(streams)
+        progress = {
+            name: s["offset_max"]
+            for name, s in streams.items()
+            if s["offset_max"] > committed[name]
+        }
+        if all(s["offset_min"] > committed[name] for name, s in streams.items()):
+            return table, progress  # no replayed row (the usual case)
+        keep = pa.array([False] * table.num_rows)
+        for name, s in streams.items():
+            ours = pc.and_(
+                pc.equal(table["topic"], s["topic"]), pc.equal(table["partition"], s["partition"])
+            )
+            keep = pc.or_(keep, pc.and_(ours, pc.greater(table["offset"], committed[name])))
+        return table.filter(keep), progress
 
     # -- upsert tables ------------------------------------------------------
     def upsert(self, chunks: Sequence[Chunk]) -> int:

@@ -2,8 +2,9 @@
 
 Guarantee: **exactly-once** into Delta across crashes and restarts.  Items are
 buffered for the epoch (as Arrow tables, converted as they arrive) and
-committed when Bytewax snapshots the sink at the epoch's end, before the epoch is recorded in the recovery store: one Delta
-commit per table per epoch.  A crash after the commit but before the recovery
+committed when Bytewax snapshots the sink at the epoch's end, before the
+epoch is recorded in the recovery store: one Delta commit per table per
+epoch.  A crash after the commit but before the recovery
 store records the epoch replays the epoch; the writer then recognises the
 replayed rows from the app transactions and skips them.  With recovery off,
 the flow restarts from the beginning of the topic and the same skipping makes
@@ -102,9 +103,10 @@ class _DeltaSinkPartition(StatefulSinkPartition[Any, None]):
         writer.table()  # create the table up front, so readers find it early
 
     def write_batch(self, values: list[Any]) -> None:
-        # Rows become Arrow as they arrive: an epoch's rows as Python dicts
-        # took ~1.5 KB each until the commit, and converting them there, on
-        # the commit thread, contended for the GIL with the event thread.
+        # Rows become Arrow as they arrive, on the event thread: converted at
+        # the commit instead, on the commit thread, they contended for the
+        # GIL with the event thread in 5 ms slices (docs/scaling.md, "The
+        # event thread only").
         to_arrow = self._writer.to_arrow
         if self._mode == "append":
             rows = list(chain.from_iterable(values))

@@ -160,10 +160,44 @@ class _Window:
 #: dimension, value, is_final, running late-open total, measure totals, kept
 #: values per VALUE_FACTS slot (ascending) or None.
 StoreRow = tuple[str, int, int, str, str, bool, int, list[int], list[list[int]] | None]
+#: The same rows as columns: labels, starts, ends, dimensions, values,
+#: is_final, running late-open totals, one list per measure (MEASURES order),
+#: one list per VALUE_FACTS slot (each row's values, or None).
+StoreColumns = tuple[
+    list[str],
+    list[int],
+    list[int],
+    list[str],
+    list[str],
+    list[bool],
+    list[int],
+    list[list[int]],
+    list[list[list[int] | None]],
+]
 #: A store's open windows (key -> (measure totals, kept {value: count} per
 #: slot or None)) and late-open base per series: the core-neutral snapshot.
 StoreWindows = dict[WindowKey, tuple[list[int], list[dict[int, int]] | None]]
 StoreExport = tuple[StoreWindows, dict[Series, int]]
+
+
+def store_columns(rows: list[StoreRow]) -> StoreColumns:
+    """A store's rows as columns (the reference for the native ``take_columns``)."""
+    if not rows:
+        return ([], [], [], [], [], [], [], [[] for _ in MEASURES], [[] for _ in VALUE_FACTS])
+    labels, starts, ends, dims, values, finals, late_open, vectors, kept = map(
+        list, zip(*rows, strict=True)
+    )
+    return (
+        labels,
+        starts,
+        ends,
+        dims,
+        values,
+        finals,
+        late_open,
+        [list(column) for column in zip(*vectors, strict=True)],
+        [[None if k is None else k[slot] for k in kept] for slot in range(len(VALUE_FACTS))],
+    )
 
 
 class WindowStore(Protocol):
@@ -179,6 +213,10 @@ class WindowStore(Protocol):
     def finalize(self, watermark: int) -> None: ...
 
     def take_rows(self) -> list[StoreRow]: ...
+
+    def take_columns(self) -> StoreColumns:
+        """What :meth:`take_rows` returns, as columns (what the window step uses)."""
+        ...
 
     def export(self) -> StoreExport: ...
 
@@ -275,6 +313,9 @@ class PyWindowStore:
             self._forget(key)
         self._changed, self._final, self._moved_from = set(), set(), {}
         return rows
+
+    def take_columns(self) -> StoreColumns:
+        return store_columns(self.take_rows())
 
     def _forget(self, key: WindowKey) -> None:
         window = self.windows.pop(key)
@@ -379,7 +420,7 @@ class MetricWindows:
         for batch in batches:
             self._absorb(batch)
         with _no_cycle_collection():
-            return self._columns(self.store.take_rows())
+            return self._columns(self.store.take_columns())
 
     def _absorb(self, batch: PartitionBatch) -> None:
         for key in self.store.add(batch.window_delta, self.watermark_us):
@@ -400,7 +441,7 @@ class MetricWindows:
         if after is not None and after != before:
             self.store.finalize(after)
 
-    def _columns(self, changed: list[StoreRow]) -> MetricColumns:
+    def _columns(self, changed: StoreColumns) -> MetricColumns:
         """Columns for the changed rows, with components and health index.
 
         Components and index are computed a column at a time
@@ -408,34 +449,25 @@ class MetricWindows:
         :func:`health_index_columns`) and handed on as Arrow arrays, nulls
         where a row has no data.
         """
-        if not changed:
+        labels, starts, ends, dims, values, finals, late_open, vectors, kept = changed
+        if not labels:
             return {}
-        labels, starts, ends, dims, values, finals, late_open, vectors, kept = zip(
-            *changed, strict=True
-        )
-        size = len(changed)
-        measures = dict(zip(MEASURES, zip(*vectors, strict=True), strict=True))
-        totals = ColumnTotals(
-            measures,
-            {
-                fact: [None if k is None else k[slot] for k in kept]
-                for slot, fact in enumerate(VALUE_FACTS)
-            },
-            late_open,
-        )
+        size = len(labels)
+        measures = dict(zip(MEASURES, vectors, strict=True))
+        totals = ColumnTotals(measures, dict(zip(VALUE_FACTS, kept, strict=True)), late_open)
         components = compute_component_columns(totals)
         index, used = health_index_columns(components, self.settings)
         columns: MetricColumns = {
-            "window_size": list(labels),
-            "window_start": list(starts),
-            "window_end": list(ends),
-            "dimension": list(dims),
-            "dimension_value": list(values),
-            "is_final": list(finals),
+            "window_size": labels,
+            "window_start": starts,
+            "window_end": ends,
+            "dimension": dims,
+            "dimension_value": values,
+            "is_final": finals,
         }
         for name, column in measures.items():
             small = totals.ints(name)
-            columns[name] = list(column) if small is None else pa.array(small)
+            columns[name] = column if small is None else pa.array(small)
         for name, floats in components.items():
             columns[name] = _nullable(floats)
         columns["health_index"] = _nullable(index)

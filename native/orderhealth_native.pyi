@@ -41,6 +41,19 @@ class WindowStore:
     def take_rows(
         self,
     ) -> list[tuple[str, int, int, str, str, bool, int, list[int], list[list[int]] | None]]: ...
+    def take_columns(
+        self,
+    ) -> tuple[
+        list[str],
+        list[int],
+        list[int],
+        list[str],
+        list[str],
+        list[bool],
+        list[int],
+        list[list[int]],
+        list[list[list[int] | None]],
+    ]: ...
     def export(
         self,
     ) -> tuple[

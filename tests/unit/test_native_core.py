@@ -24,7 +24,7 @@ from dataflows.contributions import VALUE_FACTS, Delta, Item, add_item_changes
 from dataflows.metrics import FACTS, Agg
 from dataflows.native_core import NativeCoreMissing, core_name, delta_factory, native_module
 from dataflows.settings import HealthSettings
-from dataflows.window_metrics import MetricWindows, PyWindowStore
+from dataflows.window_metrics import MetricWindows, PyWindowStore, store_columns
 from tests.strategies import streams
 from tests.stream_driver import run_stream
 
@@ -168,3 +168,37 @@ def test_a_snapshot_from_before_the_stores_restores(monkeypatch: pytest.MonkeyPa
     restored.__setstate__(pickle.loads(pickle.dumps(old)))
     assert restored.vectors() == windows.vectors()
     assert len(VALUE_FACTS) == len(restored.store.export()[0][next(iter(windows.vectors()))][1])
+
+
+@needs_native
+@settings(max_examples=200, deadline=None)
+@given(
+    rounds=st.lists(orders, min_size=1, max_size=3),
+    watermarks=st.lists(st.none() | st.integers(-(10**13), 10**13), min_size=3, max_size=3),
+)
+def test_both_stores_hand_out_their_rows_as_the_same_columns(
+    rounds: list[list[tuple[list[Item], list[Item]]]], watermarks: list[int | None]
+) -> None:
+    """The window step reads columns; the native store builds them itself."""
+    stores = {}
+    for name in ("python", "native"):
+        with core(name):
+            stores[name] = (
+                MetricWindows(SETTINGS, ["t/0"]).store,
+                MetricWindows(SETTINGS, ["t/0"]).store,
+            )
+    for changes, watermark in zip(rounds, watermarks, strict=False):
+        for name, pair in stores.items():
+            delta = delta_factory(SETTINGS, name)()
+            for old, new in changes:
+                add_item_changes(tuple(old), tuple(new), delta)
+            delta.drop_unchanged()
+            for store in pair:
+                store.add(delta, None)
+                if watermark is not None:
+                    store.finalize(watermark)
+        native_rows = stores["native"][0].take_rows()
+        native_columns = stores["native"][1].take_columns()
+        assert native_columns == store_columns(native_rows)
+        assert native_columns == stores["python"][1].take_columns()
+        assert stores["native"][1].export() == stores["python"][1].export()

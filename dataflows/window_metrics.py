@@ -181,7 +181,7 @@ StoreExport = tuple[StoreWindows, dict[Series, int]]
 
 
 def store_columns(rows: list[StoreRow]) -> StoreColumns:
-    """A store's rows as columns (the reference for the native ``take_columns``)."""
+    """Changed rows as columns (the Python store's ``take_columns``)."""
     if not rows:
         return ([], [], [], [], [], [], [], [[] for _ in MEASURES], [[] for _ in VALUE_FACTS])
     labels, starts, ends, dims, values, finals, late_open, vectors, kept = map(
@@ -212,10 +212,8 @@ class WindowStore(Protocol):
 
     def finalize(self, watermark: int) -> None: ...
 
-    def take_rows(self) -> list[StoreRow]: ...
-
     def take_columns(self) -> StoreColumns:
-        """What :meth:`take_rows` returns, as columns (what the window step uses)."""
+        """The rows changed since the last call, as columns; final windows are then forgotten."""
         ...
 
     def export(self) -> StoreExport: ...

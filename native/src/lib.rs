@@ -515,15 +515,6 @@ impl WindowStore {
         })
     }
 
-    fn values_of(&self, py: Python<'_>, window: &Window) -> PyObject {
-        match &window.values {
-            None => py.None(),
-            Some(slots) => {
-                PyList::new(py, slots.iter().map(|counts| sorted_elements(py, counts))).into()
-            }
-        }
-    }
-
     /// The changed windows (and those after a moved late-open total, whose
     /// running totals changed) in output order -- by series, as text, then
     /// start -- each with its running late-open total.
@@ -676,39 +667,12 @@ impl WindowStore {
         }
     }
 
-    /// The changed rows since the last call, ordered by series then start:
-    /// (label, start, end, dimension, value, is_final, late_open, vector,
-    /// kept values per slot or None).  Final windows are then forgotten.
-    fn take_rows(&mut self, py: Python<'_>) -> PyResult<Vec<PyObject>> {
-        let selected = self.changed_in_order(py);
-        let strings = interner();
-        let rows = selected
-            .iter()
-            .map(|(key, running)| {
-                let window = &self.windows[key];
-                (
-                    strings.name(py, key.0),
-                    key.1,
-                    self.end(key),
-                    strings.name(py, key.2),
-                    strings.name(py, key.3),
-                    self.finals.contains(key),
-                    int(py, *running),
-                    ints(py, &window.vector),
-                    self.values_of(py, window),
-                )
-                    .into_py(py)
-            })
-            .collect();
-        drop(strings);
-        self.forget_finals();
-        Ok(rows)
-    }
-
-    /// The rows of :meth:`take_rows` as columns: (labels, starts, ends,
-    /// dimensions, values, is_final, late_open, one list per measure, one
-    /// list per kept-values slot).  No tuple and no measure list per row:
-    /// the window step wants columns, and transposing rows was ~8% of it.
+    /// The changed rows since the last call, ordered by series then start,
+    /// as columns: (labels, starts, ends, dimensions, values, is_final,
+    /// late_open, one list per measure, one list per kept-values slot, each
+    /// row's values ascending or None).  Final windows are then forgotten.
+    /// Columns because the window step wants them: a tuple and a measure
+    /// list per row, transposed in Python, were ~8% of it.
     fn take_columns(&mut self, py: Python<'_>) -> PyResult<PyObject> {
         let selected = self.changed_in_order(py);
         let n = selected.len();

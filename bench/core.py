@@ -119,7 +119,7 @@ def measure(
             writers[HEALTH_METRICS_STAGING.path].to_arrow(columns)
         for b in round_batches:
             if b.bronze:
-                writers[BRONZE_EVENTS.path].to_arrow(b.bronze)
+                writers[BRONZE_EVENTS.path].to_arrow(b.bronze.table())
             if b.lifecycle:
                 writers[ORDER_LIFECYCLE.path].to_arrow(b.lifecycle)
         spent["to_arrow"] += clock() - started

@@ -160,14 +160,10 @@ def _dead_letter_row(
 
 
 def _valid_tallies(batch: PartitionBatch) -> list[Tally]:
+    bronze = batch.bronze
     return [
-        (
-            batch.stream,
-            row["offset"],
-            "warn" if row["quality_warnings"] else "ok",
-            row["quality_warnings"],
-        )
-        for row in batch.bronze
+        (batch.stream, offset, "warn" if warnings else "ok", warnings)
+        for offset, warnings in zip(bronze.offsets, bronze.warnings, strict=True)
     ]
 
 
@@ -295,7 +291,7 @@ def build_flow(
     results = op.map("drop_partition_key", batches, lambda kv: kv[1])
 
     bronze = op.filter_map(
-        "order_event_rows", results, lambda b: (SINK_KEY, b.bronze) if b.bronze else None
+        "order_event_rows", results, lambda b: (SINK_KEY, b.bronze.table()) if b.bronze else None
     )
     op.output("write_order_events", bronze, sink(BRONZE_EVENTS, "append"))
 

@@ -19,12 +19,11 @@ from typing import Any
 
 import msgspec
 
+from dataflows.bronze_rows import BronzeRows
 from dataflows.contributions import Item, WindowDelta, add_item_changes, order_items
 from dataflows.dwell_history import DwellHistory
-from dataflows.json_text import json_text
 from dataflows.lifecycle import (
     EVENT_RANK,
-    WIRE,
     Baseline,
     BaselineLookup,
     OrderView,
@@ -60,7 +59,7 @@ class PartitionBatch(msgspec.Struct):
     stream: str
     last_offset: int
     watermark_us: int | None
-    bronze: list[dict[str, Any]]
+    bronze: BronzeRows
     lifecycle: list[dict[str, Any]]
     window_delta: WindowDelta
     #: Newest Kafka message timestamp seen in the partition so far (freshness).
@@ -147,15 +146,6 @@ class _Order:
             self.first_seen_us,
         ) = state
         self.items = ()
-
-
-def _event_row(event: OrderEvent) -> dict[str, Any]:
-    row = msgspec.structs.asdict(event)
-    row["event_type"] = WIRE[event.event_type]
-    for name in ("attributes", "context"):
-        if row.get(name) is not None:
-            row[name] = json_text(row[name])
-    return row
 
 
 #: Bronze warning for a duplicate ``event_id`` whose payload differs from the
@@ -247,7 +237,7 @@ class PartitionProcessor:
     # -- processing -------------------------------------------------------
     def process(self, batch: list[SourcedEvent]) -> PartitionBatch:
         """Apply a batch (in offset order) and return rows and window deltas."""
-        bronze: list[dict[str, Any]] = []
+        bronze = BronzeRows(self.topic, self.partition)
         touched: set[str] = set()
         last_offset = -1
         for item in batch:
@@ -266,16 +256,13 @@ class PartitionProcessor:
                 late = not duplicate and watermark is not None and at < watermark
                 if duplicate and _conflicts(order, event):
                     warnings = (*warnings, EVENT_ID_CONFLICT)
-            row = _event_row(event)
-            row.update(
-                topic=item.topic,
-                partition=item.partition,
-                offset=item.offset,
-                is_duplicate=duplicate,
-                is_late=late,
-                quality_warnings=",".join(warnings) or None,
+            bronze.add(
+                event,
+                item.offset,
+                duplicate=duplicate,
+                late=late,
+                warnings=",".join(warnings) or None,
             )
-            bronze.append(row)
             last_offset = item.offset
             if item.produced_us is not None and item.produced_us > (self.newest_produced_us or -1):
                 self.newest_produced_us = item.produced_us

@@ -109,7 +109,10 @@ class _DeltaSinkPartition(StatefulSinkPartition[Any, None]):
         # event thread only").
         to_arrow = self._writer.to_arrow
         if self._mode == "append":
-            rows = list(chain.from_iterable(values))
+            # A value is a list of rows, or a table built a column at a time.
+            tables = [to_arrow(v) for v in values if isinstance(v, pa.Table)]
+            rows = list(chain.from_iterable(v for v in values if not isinstance(v, pa.Table)))
+            self._tables.extend(tables)
             if rows:
                 self._tables.append(to_arrow(rows))
         else:
@@ -145,7 +148,7 @@ class _DeltaSinkPartition(StatefulSinkPartition[Any, None]):
 
 
 class DeltaSink(FixedPartitionedSink[Any, None]):
-    """Writes lists of rows (``append``) or :class:`Chunk` s (``upsert``) to one table."""
+    """Writes lists of rows or tables (``append``) or :class:`Chunk` s (``upsert``) to one table."""
 
     def __init__(
         self,

@@ -38,7 +38,7 @@ def run_stream(
         batch = partitions[p][cursors[p] : cursors[p] + size]
         cursors[p] += size
         result = processors[p].process(batch)
-        run.bronze.extend(result.bronze)
+        run.bronze.extend(result.bronze.rows())
         for row in windows.apply(result):
             key = (
                 row["window_size"],

@@ -96,7 +96,7 @@ def test_duplicates_and_too_late_events_are_flagged_not_counted() -> None:
     too_late = event("EXCEPTION", "A", at(1))
     batch = [SourcedEvent(e, "t", 0, i) for i, e in enumerate([created, created, later, too_late])]
     result = processor.process(batch)
-    flags = [(r["is_duplicate"], r["is_late"]) for r in result.bronze]
+    flags = [(r["is_duplicate"], r["is_late"]) for r in result.bronze.rows()]
     assert flags == [(False, False), (True, False), (False, False), (False, True)]
     assert sorted(r["order_id"] for r in result.lifecycle) == ["A", "B"]
     assert {r["order_id"]: r["event_count"] for r in result.lifecycle} == {"A": 1, "B": 1}
@@ -110,7 +110,7 @@ def test_a_duplicate_event_id_with_another_payload_is_kept_and_flagged() -> None
     same = created
     forged = msgspec.structs.replace(created, source_system="somebody-else")
     batch = [SourcedEvent(e, "t", 0, i) for i, e in enumerate([created, same, forged])]
-    rows = processor.process(batch).bronze
+    rows = processor.process(batch).bronze.rows()
     assert [(r["is_duplicate"], r["quality_warnings"]) for r in rows] == [
         (False, None),
         (True, None),

@@ -46,7 +46,7 @@ class _Partition:
             batch.append(SourcedEvent(e, "t", 0, self.offset))
             self.offset += 1
         result = self.processor.process(batch)
-        self.bronze.extend(result.bronze)
+        self.bronze.extend(result.bronze.rows())
         self.windows.apply(result)
         self.processor = pickle.loads(pickle.dumps(self.processor))  # recovery round trip
 
@@ -149,7 +149,7 @@ def _run(partitions: list[list[SourcedEvent]], sizes: list[int]) -> tuple[dict, 
             result = processor.process(items[cursor : cursor + size])
             cursor += size
             windows.apply(result)
-            for row in result.bronze:
+            for row in result.bronze.rows():
                 flags[(p, row["offset"])] = (
                     row["is_duplicate"],
                     row["is_late"],

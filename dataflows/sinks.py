@@ -13,7 +13,8 @@ the rerun a no-op.
 Without recovery an epoch's commits also need not finish before the next
 epoch starts: each table then commits on a thread of its own
 (:class:`_Commits`), one commit at a time and in epoch order, while the
-flow goes on.  delta-rs releases the GIL while it writes, so a commit's I/O
+flow goes on; epochs that end while a commit runs go into the next one
+together.  delta-rs releases the GIL while it writes, so a commit's I/O
 and Parquet encoding overlap the next epoch's Python work (the flow's Delta
 commits were a quarter of its wall time).  An error surfaces at the table's
 next flush or at the end of the run.  With recovery on, a flush is
@@ -23,11 +24,12 @@ yet in Delta.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from itertools import chain
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
@@ -44,43 +46,90 @@ __all__ = ["SINK_KEY", "AfterFlush", "DeltaSink", "RecordRuleSink"]
 SINK_KEY = "delta"
 
 Mode = Literal["append", "upsert"]
+T = TypeVar("T")
 #: Called after every flush, with ``closing=True`` at the end of the flow.
 AfterFlush = Callable[[bool], None]
 
 
-class _Commits:
+class _Commits(Generic[T]):
     """One table's commits: inline, or in order on a thread of their own.
 
-    In the background (see the module docstring) a commit waits for the
-    previous one, whose error, if any, it raises.
+    In the background (see the module docstring) each epoch's payload joins a
+    queue that the table's thread drains whole, one commit per drain.  When a
+    commit outlasts an epoch, the epochs that arrived meanwhile go into the
+    next commit together: the event thread does not wait for the table (it
+    waited for the staging MERGE ~8% of a run), and a slow table gets fewer,
+    larger commits.  At most ``max_pending`` payloads wait; beyond that the
+    event thread does, which bounds the memory held.  A failed commit stops
+    the table's commits, and its error is raised at the next flush or close.
     """
 
-    def __init__(self, name: str, *, background: bool) -> None:
+    def __init__(
+        self,
+        name: str,
+        write: Callable[[list[T]], None],
+        *,
+        background: bool,
+        max_pending: int = 4,
+    ) -> None:
+        self._write = write
+        self._max_pending = max_pending
         self._pool = (
             ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"commit {name}")
             if background
             else None
         )
-        self._pending: Future[None] | None = None
+        self._changed = threading.Condition()
+        self._queue: list[T] = []
+        self._busy = False
+        self._error: BaseException | None = None
 
-    def run(self, work: Callable[[], None]) -> None:
+    def add(self, payload: T) -> None:
+        """Commit ``payload`` now (inline) or with the next drain (background)."""
         if self._pool is None:
-            work()
+            self._write([payload])
             return
-        self.wait()
-        self._pending = self._pool.submit(work)
+        with self._changed:
+            self._raise_error()
+            while len(self._queue) >= self._max_pending:
+                self._changed.wait()
+                self._raise_error()
+            self._queue.append(payload)
+            if not self._busy:
+                self._busy = True
+                self._pool.submit(self._drain)
 
-    def wait(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
+    def _drain(self) -> None:
+        while True:
+            with self._changed:
+                batch, self._queue = self._queue, []
+                self._changed.notify_all()
+                if not batch:
+                    self._busy = False
+                    return
+            try:
+                self._write(batch)
+            except BaseException as err:
+                with self._changed:
+                    self._error = err
+                    self._queue = []
+                    self._busy = False
+                    self._changed.notify_all()
+                return
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
 
     def close(self) -> None:
-        try:
-            self.wait()
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown()
+        """Wait for every queued commit; raise a commit's error."""
+        if self._pool is None:
+            return
+        with self._changed:
+            while self._busy:
+                self._changed.wait()
+        self._pool.shutdown()
+        self._raise_error()
 
 
 class _DeltaSinkPartition(StatefulSinkPartition[Any, None]):
@@ -99,7 +148,7 @@ class _DeltaSinkPartition(StatefulSinkPartition[Any, None]):
         self._after_flush = after_flush
         self._tables: list[pa.Table] = []
         self._chunks: list[Chunk] = []
-        self._commits = _Commits(writer.spec.path, background=background)
+        self._commits = _Commits(writer.spec.path, self._write, background=background)
         writer.table()  # create the table up front, so readers find it early
 
     def write_batch(self, values: list[Any]) -> None:
@@ -121,23 +170,25 @@ class _DeltaSinkPartition(StatefulSinkPartition[Any, None]):
     def _flush(self, closing: bool = False) -> None:
         tables, self._tables = self._tables, []
         chunks, self._chunks = self._chunks, []
-
-        def commit() -> None:
-            self._write(tables, chunks)
-            if self._after_flush is not None:
-                self._after_flush(closing)
-
-        self._commits.run(commit)
+        if tables or chunks:
+            self._commits.add((tables, chunks))
         if closing:
             self._commits.close()
+            if self._after_flush is not None:
+                self._after_flush(True)
 
-    def _write(self, tables: list[pa.Table], chunks: list[Chunk]) -> None:
+    def _write(self, epochs: list[tuple[list[pa.Table], list[Chunk]]]) -> None:
+        """Commit one or more epochs' rows (see :class:`_Commits`) as one commit."""
+        tables = [t for epoch_tables, _ in epochs for t in epoch_tables]
+        chunks = [c for _, epoch_chunks in epochs for c in epoch_chunks]
         if self._mode == "append":
             written = self._writer.append(pa.concat_tables(tables)) if tables else 0
         else:
             written = self._writer.upsert(chunks)
         if self._on_commit is not None and written:
             self._on_commit(self._writer.spec.path, written)
+        if self._after_flush is not None:
+            self._after_flush(False)
 
     def snapshot(self) -> None:
         self._flush()
@@ -196,7 +247,7 @@ class _RuleTallyPartition(StatefulSinkPartition[list[Tally], None]):
     def __init__(self, writer: DeltaWriter, *, background: bool = False) -> None:
         self._writer = writer
         self._tallies: list[Tally] = []
-        self._commits = _Commits(writer.spec.path, background=background)
+        self._commits = _Commits(writer.spec.path, self._write, background=background)
         writer.table()
 
     def write_batch(self, values: list[list[Tally]]) -> None:
@@ -208,11 +259,12 @@ class _RuleTallyPartition(StatefulSinkPartition[list[Tally], None]):
         if tallies:
             # The epoch's structured log line: one tally per consumed message.
             run_stats.epoch((kind, detail) for _s, _o, kind, detail in tallies)
-            self._commits.run(lambda: self._write(tallies))
+            self._commits.add(tallies)
         if closing:
             self._commits.close()
 
-    def _write(self, tallies: list[Tally]) -> None:
+    def _write(self, epochs: list[list[Tally]]) -> None:
+        tallies = [t for epoch in epochs for t in epoch]
         committed = self._writer.committed({t[0] for t in tallies})
         now = datetime.now(UTC)
         rows = [

@@ -9,6 +9,7 @@ test keeps the two aligned.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from dataflows.json_text import json_text
@@ -16,7 +17,7 @@ from dataflows.lifecycle import OrderView
 from dataflows.timeutil import US_PER_HOUR, from_us
 from schemas.events import EventType
 
-__all__ = ["STAGE_COLUMNS", "lifecycle_values"]
+__all__ = ["STAGE_COLUMNS", "lifecycle_columns", "lifecycle_values"]
 
 #: Lifecycle stages (wire tag) that get their own timestamp and dwell columns.
 STAGE_COLUMNS: tuple[tuple[str, str], ...] = tuple(
@@ -97,3 +98,15 @@ def lifecycle_values(
         dwell = view.dwell_us.get(stage)
         row[dwell_column] = None if dwell is None else dwell / US_PER_HOUR
     return row
+
+
+def lifecycle_columns(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
+    """Rows of :func:`lifecycle_values` as columns (column name -> values).
+
+    Every row has the same keys in the same order (one dict literal builds
+    them), so the values transpose with ``zip`` in C.  Reading each column
+    back out of the dicts by name was ~3% of the event thread.
+    """
+    if not rows:
+        return {}
+    return dict(zip(rows[0], zip(*(row.values() for row in rows), strict=True), strict=True))

@@ -126,12 +126,18 @@ class RuleVerdict(msgspec.Struct, frozen=True):
     warnings: tuple[str, ...] = ()
 
 
+#: The verdict on almost every event, shared (verdicts are immutable).
+_PASSED = RuleVerdict()
+
+
 class RuleBook:
     """The configured rules, evaluated in file order."""
 
     def __init__(self, rules: list[RecordRule], source: Path | None = None) -> None:
         self.rules = rules
         self.source = source or DEFAULT_RULES_PATH
+        #: The checks looked up once, not per event and rule.
+        self._checks = [(rule, CHECKS[rule.name]) for rule in rules]
 
     @classmethod
     def load(cls, path: Path | None = None) -> RuleBook:
@@ -163,8 +169,8 @@ class RuleBook:
     def check(self, event: OrderEvent, received_us: int | None) -> RuleVerdict:
         """Apply every rule; raises :class:`RecordRuleFailure` for a ``fail`` rule."""
         warnings: list[str] = []
-        for rule in self.rules:
-            message = CHECKS[rule.name](event, received_us, rule.params)
+        for rule, check in self._checks:
+            message = check(event, received_us, rule.params)
             if message is None:
                 continue
             if rule.action is Action.FAIL:
@@ -176,7 +182,7 @@ class RuleBook:
             if rule.action is Action.DROP:
                 return RuleVerdict(rule.name, message, tuple(warnings))
             warnings.append(rule.name)
-        return RuleVerdict(warnings=tuple(warnings))
+        return RuleVerdict(warnings=tuple(warnings)) if warnings else _PASSED
 
 
 # -- per-rule counts for quality/validation_runs ------------------------------------

@@ -2,7 +2,8 @@
 
 Every consumed event becomes a bronze row.  Built as a dict per event and
 then read back out of the dicts a column at a time for Arrow, they cost ~13%
-of the event thread (docs/scaling.md, "Bronze rows as columns").  Events of
+of the event thread (docs/scaling.md, "Rows as columns, commits that
+coalesce").  Events of
 one type share their fields, so a batch is grouped by type: msgspec hands out
 each event's values as a tuple, ``zip`` turns a type's tuples into columns in
 C, and Arrow converts each column in one call.  The rows keep their offset

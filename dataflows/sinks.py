@@ -170,7 +170,10 @@ class _DeltaSinkPartition(StatefulSinkPartition[Any, None]):
     def _flush(self, closing: bool = False) -> None:
         tables, self._tables = self._tables, []
         chunks, self._chunks = self._chunks, []
-        if tables or chunks:
+        # An epoch without rows still pokes the gate (through the queue, after
+        # the commits before it): after a restart on an idle stream, rows
+        # staged before the stop are published without waiting for new data.
+        if tables or chunks or self._after_flush is not None:
             self._commits.add((tables, chunks))
         if closing:
             self._commits.close()

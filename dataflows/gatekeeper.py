@@ -5,8 +5,9 @@ a fixed cost (~0.4 s of GX overhead however small the batch), all of it
 Python holding the GIL.  So the worker that owns the staging table starts the
 gate as a child process (``python -m dataflows.gatekeeper``): set-up and runs
 use the machine's other core instead of stalling the flow.  The staging sink
-pokes it after every commit; it runs at most every ``interval_s`` seconds, and
-once more, waited for, when the flow ends.  The interval only decides how
+pokes it after every commit; runs start at most every ``interval_s`` seconds
+(counted from the start of the previous run, so a run's own duration is not
+added to the wait), and once more, waited for, when the flow ends.  The interval only decides how
 staged commits are grouped into batches; what ends up published does not
 depend on it.  A run left unfinished by a crash is completed by the next one
 (see :mod:`lakehouse.publication`); if the flow dies, the child sees its stdin
@@ -30,6 +31,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import IO
 
@@ -181,11 +183,15 @@ def _serve(root: str, pipeline_id: str, interval_s: float, options: dict[str, st
             wake.wait()
             wake.clear()
             stopping = stop.is_set()
+            started = time.monotonic()
             publisher.run_all(lambda run: emit({"run": msgspec.to_builtins(run)}))
             if stopping:
                 emit({"done": True})
                 return 0
-            stop.wait(interval_s)  # staging commits meanwhile form the next batch
+            # Staging commits meanwhile form the next batch.  Counted from the
+            # run's start: waiting a whole interval after a 0.3 s run added
+            # up to that much to every publication's delay.
+            stop.wait(max(0.0, interval_s - (time.monotonic() - started)))
     except Exception as err:
         emit({"error": f"{type(err).__name__}: {err}"})
         return 1

@@ -202,6 +202,11 @@ class Publisher:
             names=cdf.column_names,
         )
         cdf = cdf.filter(pc.is_in(cdf["_change_type"], pa.array(_UPSERTED)))
+        bounds = pc.min_max(cdf["_commit_version"])
+        if bounds["min"] == bounds["max"]:
+            # One commit (the common case with a short gate interval): every
+            # row is its key's newest; a row per key in Python was ~8% of a run.
+            return as_gate_batch(cdf, cdf["_commit_version"])
         versions = cdf["_commit_version"].to_pylist()
         keys = HEALTH_METRICS_STAGING.merge_keys or ()
         # Timestamps as integers: building datetimes per row is the slow part.

@@ -213,6 +213,23 @@ def test_a_run_covers_all_commits_since_the_last_and_is_recorded_once(lakehouse:
     assert len(runs(lakehouse)) == 2
 
 
+def test_a_batch_of_one_commit_is_every_row_of_it_in_either_way_of_cutting(
+    lakehouse: Path,
+) -> None:
+    """One commit skips the newest-per-key pass; it must give what the pass gives."""
+    stage_raw(lakehouse, [metric_row(6), metric_row(6), metric_row(7)])  # a duplicate key
+    stage(lakehouse, [metric_row(6, on_time_rate=0.8)], offset=50)
+    publisher = Publisher(str(lakehouse))
+    first, last = publisher.pending() or (0, 0)
+    assert (first, last) == (2, 3)
+    one_commit = publisher.changed_rows(first, first)
+    assert one_commit.num_rows == 3  # duplicates inside one commit survive to be judged
+    assert set(one_commit["staging_version"].to_pylist()) == {first}
+    both = publisher.changed_rows(first, last)  # the newest-per-key pass
+    assert sorted(both["staging_version"].to_pylist()) == [first, last]  # hour 7, hour 6
+    assert both.schema == one_commit.schema
+
+
 def test_a_crash_between_publication_and_run_record_is_completed_once(lakehouse: Path) -> None:
     stage(lakehouse, [metric_row(8)], offset=60)
     publisher = Publisher(str(lakehouse))

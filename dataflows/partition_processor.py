@@ -220,7 +220,7 @@ class PartitionProcessor:
         # deriving them again now gives.
         watermark = self.watermark_us
         for order_id, order in self.orders.items():
-            view = derive_view(order_id, [e for _, e in order.events], self.settings, watermark)
+            view = _derive_view(order_id, order, self.settings, watermark)
             view = add_outlier_flags(view, self.settings, watermark, self._baseline_for(order_id))
             order.items = order_items(view, self.settings)
 
@@ -365,7 +365,7 @@ class PartitionProcessor:
 
     def _derive(self, order_id: str, watermark: int | None) -> OrderView:
         order = self.orders[order_id]
-        view = derive_view(order_id, [e for _, e in order.events], self.settings, watermark)
+        view = _derive_view(order_id, order, self.settings, watermark)
         self.history.replace(order_id, order.dwells, view.transitions)
         order.dwells = view.transitions
         return view
@@ -398,6 +398,20 @@ class PartitionProcessor:
             order.evict_at = evict_at
             if evict_at is not None:
                 heapq.heappush(self._evictions, (evict_at, order_id))
+
+
+def _derive_view(
+    order_id: str, order: _Order, settings: HealthSettings, watermark: int | None
+) -> OrderView:
+    """The order's view, with the event times its sort keys already hold."""
+    events = order.events
+    return derive_view(
+        order_id,
+        [event for _, event in events],
+        settings,
+        watermark,
+        times=[key[0] for key, _ in events],
+    )
 
 
 def sort_key(event: OrderEvent, at_us: int) -> tuple[int, int, str]:

@@ -263,13 +263,12 @@ class Publisher:
         batch = self.changed_rows(first, last)
         if batch.num_rows == 0:
             return None  # maintenance commits only; the range grows until data arrives
-        frame = batch.drop_columns(["staging_version"]).to_pandas()
-        verdict = self.gate.validate(frame, self.recent_row_counts())
+        verdict = self.gate.validate(_frame(batch, self.gate), self.recent_row_counts())
         batch_id = _batch_id(first, last)
         run_id = f"vr-{batch_id}"
         facts = fulfilment_facts(batch, carry=["staging_version"])
         fact_verdict = (
-            self.fulfilment_gate.validate(facts.drop_columns(["staging_version"]).to_pandas(), [])
+            self.fulfilment_gate.validate(_frame(facts, self.fulfilment_gate), [])
             if facts.num_rows
             else None
         )
@@ -364,6 +363,13 @@ def as_gate_batch(rows: pa.Table, versions: pa.Array | pa.ChunkedArray) -> pa.Ta
         + [versions.cast(pa.int64())],
         schema=_BATCH_SCHEMA,
     )
+
+
+def _frame(batch: pa.Table, gate: QualityGate) -> Any:
+    """A batch as the pandas frame its gate validates: the columns its suite reads."""
+    wanted = gate.columns
+    names = [c for c in batch.column_names if c != "staging_version"]
+    return batch.select([c for c in names if wanted is None or c in wanted]).to_pandas()
 
 
 def _worst(a: str, b: str) -> str:

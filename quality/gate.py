@@ -137,6 +137,29 @@ def _failed(result: Any) -> FailedExpectation:
     )
 
 
+#: kwargs of an expectation that name the columns it reads.
+_COLUMN_KWARGS = ("column", "column_A", "column_B")
+
+
+def referenced_columns(suite: dict[str, Any]) -> frozenset[str] | None:
+    """The columns a suite's expectations read; None when that cannot be told.
+
+    GX's pandas engine copies the batch's rows (every column) for each
+    column-map expectation's domain, so columns no expectation reads cost
+    time in every one of them.  A suite with a ``row_condition`` (a pandas
+    query over any column) or an expectation about the table's columns
+    themselves reads more than it names: it gets the whole batch.
+    """
+    names: set[str] = set()
+    for expectation in suite.get("expectations", []):
+        kwargs = expectation.get("kwargs", {})
+        if kwargs.get("row_condition") or "table_column" in expectation.get("type", ""):
+            return None
+        names.update(kwargs[k] for k in _COLUMN_KWARGS if k in kwargs)
+        names.update(kwargs.get("column_list", ()))
+    return frozenset(names)
+
+
 class QualityGate:
     """One suite, loaded from its reviewable JSON file, bound to a GX context."""
 
@@ -150,6 +173,8 @@ class QualityGate:
         self.settings = settings or GateSettings.load(suite)
         self._lag_limit = parse_duration_us(self.settings.max_watermark_lag, what="lag") / 1e6
         self.suite_definition = json.loads(suite_path(suite).read_text())
+        #: What :meth:`validate` hands to GX (None = every column).
+        self.columns = referenced_columns(self.suite_definition)
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
         asset = context.data_sources.add_pandas(f"{suite}_batches").add_dataframe_asset(suite)
@@ -196,6 +221,10 @@ class QualityGate:
         """Validate one batch (a pandas DataFrame).  Deterministic for the same rows and history."""
         started = time.perf_counter()
         parameters = self.parameters(recent_row_counts)
+        if self.columns is not None:
+            # Only what the suite reads (a 25k-row metrics batch, 46 -> 25
+            # columns: 166 -> 131 ms); the verdict is the same.
+            frame = frame[[c for c in frame.columns if c in self.columns]]
         # BASIC keeps each expectation's observed value and unexpected count
         # and sample (what Data Docs show for a run); GX's default SUMMARY adds
         # unexpected-value counts and indexes, which cost ~40% of a run

@@ -16,16 +16,25 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
-from lakehouse.publication import Publisher, QuarantineError, discard, list_quarantined, release
+from lakehouse.publication import (
+    SUITE,
+    Publisher,
+    QuarantineError,
+    discard,
+    list_quarantined,
+    release,
+)
 from lakehouse.reader import read_table
 from lakehouse.tables import (
     HEALTH_METRICS,
     HEALTH_METRICS_STAGING,
+    METRIC_COLUMNS,
     QUARANTINE_ACTIONS,
     VALIDATION_RUNS,
     table_uri,
 )
 from lakehouse.writer import Chunk, DeltaWriter
+from quality.gate import load_gate
 
 pytestmark = pytest.mark.integration
 
@@ -228,6 +237,29 @@ def test_a_batch_of_one_commit_is_every_row_of_it_in_either_way_of_cutting(
     both = publisher.changed_rows(first, last)  # the newest-per-key pass
     assert sorted(both["staging_version"].to_pylist()) == [first, last]  # hour 7, hour 6
     assert both.schema == one_commit.schema
+
+
+def test_the_columns_its_suite_reads_are_judged_as_the_whole_batch_is() -> None:
+    """GX gets only the columns the suite names (speed); the verdict must not change."""
+    gate = load_gate(SUITE)
+    assert gate.columns is not None and len(gate.columns) < len(METRIC_COLUMNS)
+    schema = pa.schema([HEALTH_METRICS_STAGING.schema.field(c) for c in METRIC_COLUMNS])
+    rows = [
+        metric_row(0, on_time_rate=1.3),
+        metric_row(1, orders_on_time=11),
+        metric_row(2, health_index=None),
+        metric_row(3),
+    ]
+    frame = pa.Table.from_pylist(rows, schema=schema).to_pandas()
+    narrowed = gate.validate(frame, [])
+    columns, gate.columns = gate.columns, None
+    try:
+        whole = gate.validate(frame, [])
+    finally:
+        gate.columns = columns
+    assert narrowed.outcome == whole.outcome == "quarantined"
+    assert narrowed.failed == whole.failed and len(narrowed.failed) >= 2
+    assert (narrowed.row_count, narrowed.evaluated) == (whole.row_count, whole.evaluated)
 
 
 def test_a_crash_between_publication_and_run_record_is_completed_once(lakehouse: Path) -> None:

@@ -387,6 +387,15 @@ def run(
             "of GX on the gate's own process.",
         ),
     ] = 5.0,
+    side_commit_interval: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Seconds between commits of the tables publication does not wait for "
+            "(bronze, dead letters, lifecycle, record-rule runs); 0 = every epoch. "
+            "Without --recovery-dir only.",
+        ),
+    ] = 0.0,
 ) -> None:
     """Run the streaming flow against the configured Kafka topic."""
     if bootstrap_servers is None:
@@ -415,6 +424,7 @@ def run(
         rules_path=str(rules) if rules else None,
         keyring=keyring,
         gate_interval_s=gate_interval,
+        side_commit_interval_s=side_commit_interval,
     )
     from dataflows.run_log import configure
     from orderhealth.pipeline import run_flow

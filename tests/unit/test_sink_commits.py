@@ -86,3 +86,27 @@ def test_a_failed_commit_is_raised_and_stops_the_table() -> None:
     with pytest.raises(OSError, match="disk full at 1"):
         commits.add(2)
     assert writer.commits == []
+
+
+def test_a_spaced_table_gathers_epochs_until_its_interval_a_full_queue_or_the_end() -> None:
+    writer = _Gated()
+    commits: _Commits[int] = _Commits(
+        "t", writer, background=True, min_interval_s=3600, max_pending=3
+    )
+    commits.add(1)  # no commit before it: committed at once
+    assert writer.started.acquire(timeout=30)
+    writer.release.release()
+    commits.add(2)
+    commits.add(3)
+    assert not writer.started.acquire(timeout=0.2)  # gathered: the interval has not passed
+    commits.add(4)  # the queue is full: committed without waiting out the interval
+    assert writer.started.acquire(timeout=30)
+    writer.release.release()
+    commits.add(5)
+    closer = threading.Thread(target=commits.close)
+    closer.start()  # the flow ends: what is gathered is committed now
+    assert writer.started.acquire(timeout=30)
+    writer.release.release()
+    closer.join(30)
+    assert not closer.is_alive()
+    assert writer.commits == [[1], [2, 3, 4], [5]]

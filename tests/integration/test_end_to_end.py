@@ -6,6 +6,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import msgspec
 import pyarrow.compute as pc
 import pytest
 
@@ -24,7 +25,15 @@ from lakehouse.tables import (
     VALIDATION_RUNS,
 )
 from orderhealth.generator import GeneratorConfig
-from tests.integration.conftest import Kafka, all_tables, load_topic, run_to_end, sorted_table
+from orderhealth.pipeline import run_flow
+from tests.integration.conftest import (
+    Kafka,
+    all_tables,
+    flow_config,
+    load_topic,
+    run_to_end,
+    sorted_table,
+)
 
 pytestmark = pytest.mark.integration
 EVENTS = 40_000
@@ -267,3 +276,23 @@ def test_two_workers_write_the_same_tables_as_one(broker: Kafka, tmp_path: Path)
     for name, table in one.items():
         assert table.num_rows > 0, name
         assert two[name].equals(table), name
+
+
+def test_a_low_latency_run_writes_the_same_tables(broker: Kafka, tmp_path: Path) -> None:
+    """Short epochs, a gate run per staging commit, side tables committed every second."""
+    config = GeneratorConfig(
+        events=15_000, seed=12, scenario="warehouse_outage", bad_fraction=0.005
+    )
+    topic = load_topic(broker, config)
+    run_to_end(broker, topic, tmp_path / "default")
+    fast = msgspec.structs.replace(
+        flow_config(broker, topic, tmp_path / "fast"),
+        gate_interval_s=0.0,
+        side_commit_interval_s=1.0,
+        max_in_flight=2_000,  # many small epochs
+    )
+    run_flow(fast, snapshot_interval_s=0.1)
+    default, low_latency = all_tables(tmp_path / "default"), all_tables(tmp_path / "fast")
+    for name, table in default.items():
+        assert table.num_rows > 0, name
+        assert low_latency[name].equals(table), name

@@ -66,10 +66,10 @@ class _Commits(Generic[T]):
 
     ``min_interval_s`` spaces a table's commits: its thread gathers epochs
     until that long after its previous commit started (or until
-    ``max_pending`` wait, or the flow ends).  The tables nothing downstream
-    waits for use it (:data:`SIDE_TABLES`): their commits were a third of the
-    flow's commit time and competed on 2 cores with the staging MERGE and the
-    gate, which are on the way to publication.
+    ``max_pending`` wait, or the flow ends).  The tables publication does not
+    wait for use it (``FlowConfig.side_commit_interval_s``): their commits
+    were a third of the flow's commit time and competed on 2 cores with the
+    staging MERGE and the gate, which are on the way to publication.
     """
 
     def __init__(

@@ -7,9 +7,9 @@ gate as a child process (``python -m dataflows.gatekeeper``): set-up and runs
 use the machine's other core instead of stalling the flow.  The staging sink
 pokes it after every commit; runs start at most every ``interval_s`` seconds
 (counted from the start of the previous run, so a run's own duration is not
-added to the wait), and once more, waited for, when the flow ends.  The interval only decides how
-staged commits are grouped into batches; what ends up published does not
-depend on it.  A run left unfinished by a crash is completed by the next one
+added to the wait), and once more, waited for, when the flow ends.  The
+interval only decides how staged commits are grouped into batches; what ends
+up published does not depend on it.  A run left unfinished by a crash is completed by the next one
 (see :mod:`lakehouse.publication`); if the flow dies, the child sees its stdin
 close and exits (a run in progress is cut short like any crash).
 

@@ -71,7 +71,7 @@ class FlowConfig(msgspec.Struct, frozen=True):
     #: Seconds between commits of the tables off the way to publication
     #: (bronze events, dead letters, lifecycle, record-rule runs), without
     #: recovery; 0 = every epoch, like staging.  Their rows wait that much
-    #: longer to be readable, and the staging MERGE and the gate get the CPU.
+    #: longer to be readable, and the staging commit and the gate get the CPU.
     side_commit_interval_s: float = 0.0
     #: Source systems that must sign their events, with their keys.
     keyring: KeyRing = KeyRing()

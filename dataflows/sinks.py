@@ -59,7 +59,7 @@ class _Commits(Generic[T]):
     queue that the table's thread drains whole, one commit per drain.  When a
     commit outlasts an epoch, the epochs that arrived meanwhile go into the
     next commit together: the event thread does not wait for the table (it
-    waited for the staging MERGE ~8% of a run), and a slow table gets fewer,
+    waited for the staging commit ~8% of a run), and a slow table gets fewer,
     larger commits.  At most ``max_pending`` payloads wait; beyond that the
     event thread does, which bounds the memory held.  A failed commit stops
     the table's commits, and its error is raised at the next flush or close.
@@ -69,7 +69,7 @@ class _Commits(Generic[T]):
     ``max_pending`` wait, or the flow ends).  The tables publication does not
     wait for use it (``FlowConfig.side_commit_interval_s``): their commits
     were a third of the flow's commit time and competed on 2 cores with the
-    staging MERGE and the gate, which are on the way to publication.
+    staging commit and the gate, which are on the way to publication.
     """
 
     def __init__(

@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataflows.fulfilment import fulfilment_facts
-from lakehouse.reader import read_table
+from lakehouse.reader import log_changes, newest_per_key, read_table
 from lakehouse.tables import (
     HEALTH_METRICS,
     HEALTH_METRICS_STAGING,
@@ -62,6 +62,7 @@ __all__ = [
     "Publisher",
     "QuarantineError",
     "QuarantinedBatch",
+    "StagingUnreadableError",
     "as_gate_batch",
     "discard",
     "list_quarantined",
@@ -72,7 +73,10 @@ log = logging.getLogger(__name__)
 
 SUITE = "health_metrics"
 FULFILMENT_SUITE = "promise_fulfilment"
-_UPSERTED = ("insert", "update_postimage")
+
+
+class StagingUnreadableError(RuntimeError):
+    """Staging commits the gate has not gated cannot be read back."""
 
 
 class QuarantineError(ValueError):
@@ -183,64 +187,25 @@ class Publisher:
         return (first, last) if last >= first else None
 
     def changed_rows(self, first: int, last: int) -> pa.Table:
-        """Rows changed by staging commits ``first..last``; newest commit per key.
+        """Rows staged by commits ``first..last``; newest commit per key.
 
         Keys are compared as Python tuples, so null keys and duplicate keys
         inside one commit survive to be judged by the gate.  The columns are
         ``METRIC_COLUMNS`` plus ``staging_version``.
         """
         try:
-            reader = self.staging.table().load_cdf(starting_version=first, ending_version=last)
-            cdf = pa.table(reader.read_all())
+            changes = log_changes(self.staging.table(), first, last)
         except Exception as error:  # delta-rs raises plain Exceptions for missing files
-            return self._whole_staging(first, last, error)
-        if cdf.num_rows == 0:
+            raise StagingUnreadableError(
+                f"{HEALTH_METRICS_STAGING.path}: the change feed of commits {first}..{last} "
+                f"is unreadable ({error}).  The staging log keeps the files of every commit "
+                "the gate has not gated, so they were deleted or damaged outside the "
+                "pipeline; restore them, or re-create the lakehouse and replay from Kafka."
+            ) from error
+        if changes.num_rows == 0:
             return _EMPTY_BATCH
-        # delta-rs returns string_view columns, which most Arrow kernels lack.
-        cdf = pa.Table.from_arrays(
-            [c.cast(pa.string()) if pa.types.is_string_view(c.type) else c for c in cdf.columns],
-            names=cdf.column_names,
-        )
-        cdf = cdf.filter(pc.is_in(cdf["_change_type"], pa.array(_UPSERTED)))
-        bounds = pc.min_max(cdf["_commit_version"])
-        if bounds["min"] == bounds["max"]:
-            # One commit (the common case with a short gate interval): every
-            # row is its key's newest; a row per key in Python was ~8% of a run.
-            return as_gate_batch(cdf, cdf["_commit_version"])
-        versions = cdf["_commit_version"].to_pylist()
-        keys = HEALTH_METRICS_STAGING.merge_keys or ()
-        # Timestamps as integers: building datetimes per row is the slow part.
-        columns = [
-            (cdf[k].cast(pa.int64()) if pa.types.is_timestamp(cdf[k].type) else cdf[k]).to_pylist()
-            for k in keys
-        ]
-        key_rows = list(zip(*columns, strict=True))
-        newest: dict[tuple[Any, ...], int] = {}
-        for key, version in zip(key_rows, versions, strict=True):
-            if version > newest.get(key, -1):
-                newest[key] = version
-        keep = [newest[k] == v for k, v in zip(key_rows, versions, strict=True)]
-        batch = cdf.filter(pa.array(keep, pa.bool_()))
+        batch = newest_per_key(changes, HEALTH_METRICS_STAGING.merge_keys or ())
         return as_gate_batch(batch, batch["_commit_version"])
-
-    def _whole_staging(self, first: int, last: int, error: Exception) -> pa.Table:
-        """Every staging row at version ``last``: the batch when the change feed is gone.
-
-        The writers vacuum change-feed files after the table's file retention
-        (a day); a gate that fell further behind finds them deleted.  Staging
-        holds the newest row per key, so publishing all of it at ``last`` is
-        what publishing each commit in turn would have left -- one large batch.
-        """
-        log.warning(
-            "change feed of %s commits %d..%d unreadable (%s); gating the whole table at %d",
-            HEALTH_METRICS_STAGING.path,
-            first,
-            last,
-            error,
-            last,
-        )
-        table = read_table(self.root, HEALTH_METRICS_STAGING, list(METRIC_COLUMNS), version=last)
-        return as_gate_batch(table, pa.array([last] * table.num_rows, pa.int64()))
 
     def recent_row_counts(self) -> list[int]:
         if self._recent is None:
@@ -304,6 +269,8 @@ class Publisher:
             )
         self.runs.append_once(run_rows, stream=self.stream, version=last)
         self.recent_row_counts().append(verdict.row_count)
+        # Gated and recorded: staging segments before this one are done with.
+        self.staging.prune_log(last)
         run = GateRun(
             run_id=run_id,
             batch_id=batch_id,

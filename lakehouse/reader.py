@@ -23,7 +23,19 @@ from lakehouse.tables import (
     table_uri,
 )
 
-__all__ = ["PipelineCounts", "latest_health", "pipeline_counts", "read_table", "table_version"]
+__all__ = [
+    "PipelineCounts",
+    "latest_health",
+    "log_changes",
+    "newest_per_key",
+    "pipeline_counts",
+    "read_log",
+    "read_table",
+    "table_version",
+]
+
+#: Change-feed rows that carry a row's new state.
+_UPSERTED = ("insert", "update_postimage")
 
 
 def read_table(
@@ -55,6 +67,93 @@ def read_table(
     sql = f"SELECT {selected} FROM t" + (f" WHERE {where}" if where else "")
     result = QueryBuilder().register("t", table).execute(sql).read_all()
     return pa.table(result).cast(schema)
+
+
+def log_changes(table: DeltaTable, first: int, last: int) -> pa.Table:
+    """Rows written by commits ``first..last`` of a table, from its change data feed.
+
+    With ``_commit_version`` and ``_change_type``.  DELETE commits in the
+    range are skipped: on a log they are the quality gate dropping segments
+    it has gated (``DeltaWriter.prune_log``), and the change feed would read
+    every dropped file back as deleted rows.  Raises what delta-rs raises
+    when a commit's files are gone.
+    """
+    deletes = sorted(
+        h["version"]
+        for h in table.history(limit=max(table.version() - first + 1, 1))
+        if first <= h["version"] <= last and h.get("operation") == "DELETE"
+    )
+    parts = []
+    start = first
+    for end in [*(v - 1 for v in deletes), last]:
+        if end >= start:
+            reader = table.load_cdf(starting_version=start, ending_version=end)
+            parts.append(pa.table(reader.read_all()))
+        start = max(start, end + 2)
+    if not parts:
+        return pa.table({"_change_type": pa.array([], pa.string())})
+    cdf = pa.concat_tables(parts, promote_options="permissive")
+    # delta-rs returns string_view columns, which most Arrow kernels lack.
+    cdf = pa.Table.from_arrays(
+        [c.cast(pa.string()) if pa.types.is_string_view(c.type) else c for c in cdf.columns],
+        names=cdf.column_names,
+    )
+    return cdf.filter(pc.is_in(cdf["_change_type"], pa.array(_UPSERTED)))
+
+
+def newest_per_key(changes: pa.Table, keys: tuple[str, ...]) -> pa.Table:
+    """The rows of each key's newest ``_commit_version`` in change-feed rows.
+
+    Keys are compared as Python tuples, so null keys and duplicate keys
+    inside one commit survive (the quality gate judges them).
+    """
+    if changes.num_rows == 0:
+        return changes
+    bounds = pc.min_max(changes["_commit_version"])
+    if bounds["min"] == bounds["max"]:
+        # One commit (the common case with a short gate interval): every
+        # row is its key's newest; a row per key in Python was ~8% of a run.
+        return changes
+    versions = changes["_commit_version"].to_pylist()
+    # Timestamps as integers: building datetimes per row is the slow part.
+    columns = [
+        (
+            changes[k].cast(pa.int64()) if pa.types.is_timestamp(changes[k].type) else changes[k]
+        ).to_pylist()
+        for k in keys
+    ]
+    key_rows = list(zip(*columns, strict=True))
+    newest: dict[tuple[Any, ...], int] = {}
+    for key, version in zip(key_rows, versions, strict=True):
+        if version > newest.get(key, -1):
+            newest[key] = version
+    keep = [newest[k] == v for k, v in zip(key_rows, versions, strict=True)]
+    return changes.filter(pa.array(keep, pa.bool_()))
+
+
+def read_log(root: str, spec: TableSpec, columns: list[str] | None = None) -> pa.Table:
+    """A log table's current rows: the newest row per key (empty if missing).
+
+    Read from the change feed of the commits that can still hold live rows:
+    those from the oldest live segment's first version on.
+    """
+    if not spec.log_segment_commits or spec.merge_keys is None:
+        raise ValueError(f"{spec.path} is not a log table")
+    schema = pa.schema([spec.schema.field(c) for c in columns]) if columns else spec.schema
+    try:
+        table = DeltaTable(table_uri(root, spec))
+    except TableNotFoundError:
+        return schema.empty_table()
+    segments = pa.table(table.get_add_actions(flatten=True))["partition.log_segment"]
+    if not len(segments):
+        return schema.empty_table()
+    oldest = pc.min(segments).as_py()
+    changes = log_changes(table, max(oldest * spec.log_segment_commits, 1), table.version())
+    if changes.num_rows == 0:
+        return schema.empty_table()
+    changes = changes.filter(pc.greater_equal(changes["log_segment"], oldest))
+    current = newest_per_key(changes, spec.merge_keys)
+    return current.select(schema.names).cast(schema)
 
 
 def table_version(root: str, spec: TableSpec) -> int | None:

@@ -13,7 +13,8 @@ itself) and drops what a previous incarnation already committed:
 * upsert tables (lifecycle, metrics): chunks whose whole progress vector is
   dominated by the committed versions -- the table already holds a state at
   least that new.  The rest is MERGEd by natural key, so re-applying a state is
-  a no-op.
+  a no-op -- or, for a log (the metrics staging table), appended as the newest
+  row per key.
 
 The version is never a per-batch counter: after a resume a replayed epoch can
 be cut into batches differently, and only Kafka offsets name the same data in
@@ -33,7 +34,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
 from lakehouse.tables import FILE_RETENTION, TableSpec, table_uri
 
@@ -74,6 +75,10 @@ def check_layouts(
         except TableNotFoundError:
             continue
         check_layout(spec, table)
+
+
+#: The partition column of a log table (TableSpec.log_segment_commits).
+_SEGMENT = "log_segment"
 
 
 def _newest_per_key(table: pa.Table, keys: Sequence[str]) -> pa.Table:
@@ -209,7 +214,12 @@ class DeltaWriter:
         derived = self.spec.day_columns
         columns: dict[str, Any]
         if isinstance(rows, pa.Table | Mapping):
-            columns = {n: rows[n] for n in schema.names if n not in derived}
+            given = rows.column_names if isinstance(rows, pa.Table) else rows
+            columns = {n: rows[n] for n in schema.names if n not in derived and n in given}
+            if self.spec.log_segment_commits and _SEGMENT not in columns:
+                # Set when the rows are appended (_append_log).
+                size = len(rows) if isinstance(rows, pa.Table) else len(next(iter(rows.values())))
+                columns[_SEGMENT] = pa.nulls(size, pa.int64())
         else:
             # Column by column: half the time of Table.from_pylist on metric rows.
             columns = {n: [row.get(n) for row in rows] for n in schema.names if n not in derived}
@@ -337,7 +347,10 @@ class DeltaWriter:
 
     # -- upsert tables ------------------------------------------------------
     def upsert(self, chunks: Sequence[Chunk]) -> int:
-        """MERGE the newest row per key from chunks not yet committed; returns rows merged."""
+        """MERGE the newest row per key from chunks not yet committed; returns rows merged.
+
+        A log table (``TableSpec.log_segment_commits``) gets them appended instead.
+        """
         keys = self.spec.merge_keys
         if keys is None:
             raise ValueError(f"{self.spec.path} has no merge keys; use append()")
@@ -356,6 +369,8 @@ class DeltaWriter:
         if not fresh:
             return 0
         latest = _newest_per_key(pa.concat_tables(fresh), keys)
+        if self.spec.log_segment_commits:
+            return self._append_log(latest, progress)
         predicate = self._merge_predicate(keys, latest)
         with self._commit("merge", latest.num_rows, progress):
             (
@@ -372,6 +387,57 @@ class DeltaWriter:
                 .execute()
             )
         return int(latest.num_rows)
+
+    # -- log tables ---------------------------------------------------------
+    def _append_log(self, rows: pa.Table, progress: Mapping[str, int]) -> int:
+        """Append the newest row per key into the segment of the next version."""
+        table = self.table()
+        segment = (table.version() + 1) // self.spec.log_segment_commits
+        rows = rows.set_column(
+            rows.schema.get_field_index(_SEGMENT),
+            rows.schema.field(_SEGMENT),
+            pa.repeat(pa.scalar(segment, pa.int64()), rows.num_rows),
+        )
+        with self._commit("append", rows.num_rows, progress):
+            write_deltalake(
+                table,
+                rows,
+                mode="append",
+                partition_by=list(self.spec.partition_by),
+                commit_properties=self._commit_properties(progress),
+                storage_options=self.storage_options,
+            )
+        return int(rows.num_rows)
+
+    def prune_log(self, through_version: int) -> int:
+        """Drop the log's segments below the one version ``through_version`` is in.
+
+        For the quality gate, once it has gated every commit up to
+        ``through_version``: a segment below that version's holds commits
+        stamped with earlier versions, so without any writer still on its
+        way, all of them are gated.  The DELETE names whole partitions (no
+        file is read or rewritten) and runs against the snapshot at
+        ``through_version``: should a slow writer have appended to one of
+        those segments since, Delta's conflict check fails the DELETE
+        instead of dropping rows the gate has not seen, and a later prune
+        tries again.  Returns the rows dropped.
+        """
+        keep_from = through_version // self.spec.log_segment_commits
+        options = self.storage_options
+        snapshot = DeltaTable(self.uri, version=through_version, storage_options=options)
+        actions = snapshot.get_add_actions(flatten=True)
+        segments = pa.table(actions)[f"partition.{_SEGMENT}"]
+        if not len(segments) or pc.min(segments).as_py() >= keep_from:
+            return 0
+        try:
+            metrics = snapshot.delete(f"{_SEGMENT} < {keep_from}")
+        except CommitFailedError as err:
+            log.info("%s: segments below %d not pruned yet (%s)", self.spec.path, keep_from, err)
+            return 0
+        dropped = int(metrics.get("num_deleted_rows", 0))
+        fields = {"table": self.spec.path, "below_segment": keep_from, "rows": dropped}
+        log.debug("log_pruned", extra={"fields": fields})
+        return dropped
 
     # -- commits named by an explicit (stream, version) -------------------------
     def append_once(

@@ -3,7 +3,7 @@
 Covers events that arrived beyond the allowed lateness (kept in bronze with
 ``is_late``, never lost) and backfills.  Recomputation uses the batch oracle
 (:mod:`dataflows.batch_metrics`) over *every* valid event, late ones included,
-and MERGEs the rows into ``gold/health_metrics_staging`` with an app
+and appends the rows to the ``gold/health_metrics_staging`` log with an app
 transaction named after the selection and versioned by the bronze table
 version: rerunning the same restatement on the same bronze data is a no-op.
 """

@@ -45,9 +45,9 @@ class Target:
     table: str | None  # None: between commits
     after_epochs: int  # let the restarted flow make progress first
     #: Seconds to wait after the commit starts (a range): 0 kills before any
-    #: data file is written; a short delay into a staging MERGE (a few hundred
-    #: ms here) lands while its files are being written.  A second was too
-    #: long once the MERGEs got faster: the kill came after the log entry.
+    #: data file is written; a short delay into a staging append (tens of ms
+    #: here) lands while its files are being written.  Longer delays came
+    #: after the log entry once the commits got faster.
     delay_s: tuple[float, float] = (0.0, 0.0)
 
 
@@ -64,7 +64,7 @@ class Landing:
 TARGETS = [
     Target("bronze append", "bronze/order_events", 3),
     Target("between epochs", None, 4),
-    Target("staging merge", "gold/health_metrics_staging", 3, delay_s=(0.02, 0.12)),
+    Target("staging append", "gold/health_metrics_staging", 3, delay_s=(0.0, 0.02)),
     Target("gate publication (child process)", "gold/health_metrics", 1),
     Target("lifecycle merge", "silver/order_lifecycle", 5),
     Target("between epochs", None, 6),

@@ -53,9 +53,9 @@ def test_pick_to_pack_plugin_flows_from_kafka_to_the_metrics_table(
         [
             sys.executable,
             "-c",
-            "import json; from lakehouse.reader import read_table; "
+            "import json; from lakehouse.reader import read_log; "
             "from lakehouse.tables import HEALTH_METRICS_STAGING as T; "
-            f"rows = read_table({str(lakehouse)!r}, T).to_pylist(); "
+            f"rows = read_log({str(lakehouse)!r}, T).to_pylist(); "
             "print(json.dumps([[r['window_start'].isoformat(), r['pick_to_pack_count'], "
             "r['pick_to_pack_hours_avg'], r['health_components']] for r in rows "
             "if r['window_size'] == '1d' and r['dimension'] == 'all']))",

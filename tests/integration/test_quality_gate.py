@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
@@ -20,11 +21,12 @@ from lakehouse.publication import (
     SUITE,
     Publisher,
     QuarantineError,
+    StagingUnreadableError,
     discard,
     list_quarantined,
     release,
 )
-from lakehouse.reader import read_table
+from lakehouse.reader import read_log, read_table
 from lakehouse.tables import (
     HEALTH_METRICS,
     HEALTH_METRICS_STAGING,
@@ -74,6 +76,11 @@ def stage_raw(root: Path, rows: list[dict[str, Any]]) -> None:
         pa.Table.from_pylist(rows, schema=HEALTH_METRICS_STAGING.schema),
         mode="append",
     )
+
+
+def staged(root: Path, writer: DeltaWriter | None = None) -> pa.Table:
+    """The staging log's current rows (the newest per key)."""
+    return read_log(str(root), writer.spec if writer else HEALTH_METRICS_STAGING)
 
 
 def published(root: Path) -> dict[tuple[Any, ...], dict[str, Any]]:
@@ -290,24 +297,69 @@ def test_a_crash_between_publication_and_run_record_is_completed_once(lakehouse:
     assert len(published(lakehouse)) == 5
 
 
-def test_a_gate_behind_the_vacuumed_change_feed_publishes_the_whole_staging_table(
-    lakehouse: Path,
-) -> None:
+def test_a_gate_far_behind_still_reads_every_commit_it_has_not_gated(lakehouse: Path) -> None:
     stage(lakehouse, [metric_row(6), metric_row(7, "EU")], offset=40)
     stage(lakehouse, [metric_row(6, on_time_rate=0.8)], offset=50)
-    # The gate fell behind by more than the file retention: the writers'
-    # vacuum deleted the change-feed files of the commits it has not gated.
+    # The gate fell behind by more than the file retention and the writers
+    # vacuumed: staging is a log, so the commits it has not gated are still
+    # in the table and their files stay.
     staging = DeltaTable(table_uri(str(lakehouse), HEALTH_METRICS_STAGING))
     staging.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False, full=True)
     (run,) = Publisher(str(lakehouse)).run_all()
     assert run.outcome == "passed"
-    assert run.row_count == 5  # every staged row, as of the last staged commit
+    assert run.row_count == 2  # the newest row of each key the two commits staged
     rows = published(lakehouse)
     assert len(rows) == 5
     assert rows[(T0 + timedelta(hours=6), "all")]["on_time_rate"] == 0.8
-    expected = {
-        (r["window_start"], r["dimension_value"])
-        for r in read_table(str(lakehouse), HEALTH_METRICS_STAGING).to_pylist()
-    }
+    expected = {(r["window_start"], r["dimension_value"]) for r in staged(lakehouse).to_pylist()}
     assert set(rows) == expected
     assert Publisher(str(lakehouse)).run_all() == []  # and it moves on from there
+
+
+def test_unreadable_staging_commits_stop_the_gate_with_a_clear_error(lakehouse: Path) -> None:
+    stage(lakehouse, [metric_row(6)], offset=40)
+    for data in Path(table_uri(str(lakehouse), HEALTH_METRICS_STAGING)).rglob("*.parquet"):
+        data.unlink()  # damaged outside the pipeline
+    with pytest.raises(StagingUnreadableError, match=r"commits 2\.\.2 is unreadable"):
+        Publisher(str(lakehouse)).run_all()
+
+
+def small_segments(root: Path) -> DeltaWriter:
+    """A staging writer whose log segments hold two commits."""
+    spec = msgspec.structs.replace(HEALTH_METRICS_STAGING, log_segment_commits=2)
+    return DeltaWriter(str(root), spec)
+
+
+def test_the_gate_drops_the_staging_segments_it_has_gated(tmp_path: Path) -> None:
+    writer = small_segments(tmp_path)
+    publisher = Publisher(str(tmp_path))
+    publisher.staging = writer
+    live = []
+    for i in range(7):
+        rows = [metric_row(i % 3, on_time_rate=0.5 + i / 100), metric_row(10 + i)]
+        writer.upsert([Chunk({"orders/0": i}, rows)])
+        publisher.run_all()
+        live.append(sorted(set(read_table(str(tmp_path), writer.spec)["log_segment"].to_pylist())))
+    # Versions 1..7 (and a DELETE after every second gate run): the table
+    # only ever holds the segment of the version gated last and newer ones.
+    history = DeltaTable(table_uri(str(tmp_path), writer.spec)).history()
+    assert sum(h["operation"] == "DELETE" for h in history) >= 2
+    assert all(len(segments) <= 2 for segments in live)
+    # Every commit was gated once, DELETE commits skipped, nothing lost.
+    assert len(runs(tmp_path)) == 7
+    rows = published(tmp_path)
+    assert len(rows) == 3 + 7
+    assert rows[(T0, "all")]["on_time_rate"] == 0.56  # commit 6 (i = 6) was the last for hour 0
+    assert staged(tmp_path, writer).num_rows < 10  # only the live segments' rows
+
+
+def test_a_prune_never_drops_rows_a_slow_writer_added_to_its_segments(tmp_path: Path) -> None:
+    writer = small_segments(tmp_path)
+    for i in range(5):  # versions 1..5 in segments 0, 1, 1, 2, 2
+        writer.upsert([Chunk({"orders/0": i}, [metric_row(i)])])
+    # A writer that read version 2 commits only now, into segment 1.
+    slow = pa.Table.from_pylist([metric_row(20, log_segment=1)], schema=writer.spec.schema)
+    write_deltalake(writer.table(), slow, mode="append")
+    assert writer.prune_log(5) == 0  # the DELETE as of version 5 conflicts with it
+    assert 1 in read_table(str(tmp_path), writer.spec)["log_segment"].to_pylist()
+    assert writer.prune_log(6) == 6  # once it is gated too, segments 0-2 go: all six rows

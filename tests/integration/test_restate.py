@@ -15,7 +15,7 @@ from deltalake import DeltaTable
 from dataflows.batch_metrics import batch_metric_rows
 from dataflows.metrics import COMPONENTS, MEASURES
 from dataflows.settings import HealthSettings
-from lakehouse.reader import read_table
+from lakehouse.reader import read_log, read_table
 from lakehouse.tables import BRONZE_EVENTS, HEALTH_METRICS_STAGING, table_uri
 from orderhealth.generator import GeneratorConfig
 from orderhealth.restate import restate
@@ -50,7 +50,7 @@ def late_run(broker: Kafka, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_real_flow_equals_the_batch_oracle(late_run: Path) -> None:
     bronze = read_table(str(late_run), BRONZE_EVENTS)
-    staging = {_key(r): r for r in read_table(str(late_run), HEALTH_METRICS_STAGING).to_pylist()}
+    staging = {_key(r): r for r in read_log(str(late_run), HEALTH_METRICS_STAGING).to_pylist()}
     batch = {_key(r): r for r in batch_metric_rows(bronze, SETTINGS, partitions=4)}
     live = {k: r for k, r in staging.items() if any(int(r[m]) for m in MEASURES)}
     assert set(live) == set(batch)
@@ -64,7 +64,7 @@ def test_late_events_land_in_bronze_and_restate_corrects_their_windows(late_run:
     late = bronze.filter(bronze["is_late"])
     assert late.num_rows > 20, "the generator should have sent events beyond the lateness"
 
-    before = {_key(r): r for r in read_table(root, HEALTH_METRICS_STAGING).to_pylist()}
+    before = {_key(r): r for r in read_log(root, HEALTH_METRICS_STAGING).to_pylist()}
     corrected = {
         _key(r): r for r in batch_metric_rows(bronze, SETTINGS, partitions=4, include_late=True)
     }
@@ -73,7 +73,7 @@ def test_late_events_land_in_bronze_and_restate_corrects_their_windows(late_run:
 
     result = restate(root, SETTINGS, window_sizes=["1h", "1d"])
     assert result.late_events == late.num_rows
-    after = {_key(r): r for r in read_table(root, HEALTH_METRICS_STAGING).to_pylist()}
+    after = {_key(r): r for r in read_log(root, HEALTH_METRICS_STAGING).to_pylist()}
     for key, row in corrected.items():
         if key[0] in ("1h", "1d"):
             assert _same(after[key], row), key

@@ -344,7 +344,7 @@ def test_newly_published_data_shows_without_reimporting(superset: dict[str, Any]
     from datetime import timedelta
 
     from lakehouse.publication import Publisher
-    from lakehouse.tables import HEALTH_METRICS_STAGING
+    from lakehouse.tables import HEALTH_METRICS_STAGING, METRIC_COLUMNS
     from lakehouse.writer import Chunk, DeltaWriter
 
     root = str(superset["lakehouse"])
@@ -355,7 +355,7 @@ def test_newly_published_data_shows_without_reimporting(superset: dict[str, Any]
         if r["window_size"] == "1d" and r["dimension"] == "all" and r["is_final"]
     ]
     newest = max(rows, key=lambda r: r["window_start"])
-    new_day = {c: newest[c] for c in HEALTH_METRICS_STAGING.schema.names}
+    new_day = {c: newest[c] for c in METRIC_COLUMNS}
     new_day.update(
         window_start=newest["window_start"] + timedelta(days=30),
         window_end=newest["window_end"] + timedelta(days=30),

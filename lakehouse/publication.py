@@ -41,7 +41,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataflows.fulfilment import fulfilment_facts
-from lakehouse.reader import log_changes, newest_per_key, read_table
+from lakehouse.reader import log_changes, newest_commit_per_key, read_table
 from lakehouse.tables import (
     HEALTH_METRICS,
     HEALTH_METRICS_STAGING,
@@ -204,7 +204,7 @@ class Publisher:
             ) from error
         if changes.num_rows == 0:
             return _EMPTY_BATCH
-        batch = newest_per_key(changes, HEALTH_METRICS_STAGING.merge_keys or ())
+        batch = newest_commit_per_key(changes, HEALTH_METRICS_STAGING.merge_keys or ())
         return as_gate_batch(batch, batch["_commit_version"])
 
     def recent_row_counts(self) -> list[int]:

@@ -18,6 +18,7 @@ from lakehouse.tables import (
     BRONZE_EVENTS,
     DEAD_LETTER,
     HEALTH_METRICS,
+    LOG_SEGMENT,
     ORDER_LIFECYCLE,
     TableSpec,
     table_uri,
@@ -27,7 +28,8 @@ __all__ = [
     "PipelineCounts",
     "latest_health",
     "log_changes",
-    "newest_per_key",
+    "newest_commit_per_key",
+    "oldest_log_segment",
     "pipeline_counts",
     "read_log",
     "read_table",
@@ -101,7 +103,7 @@ def log_changes(table: DeltaTable, first: int, last: int) -> pa.Table:
     return cdf.filter(pc.is_in(cdf["_change_type"], pa.array(_UPSERTED)))
 
 
-def newest_per_key(changes: pa.Table, keys: tuple[str, ...]) -> pa.Table:
+def newest_commit_per_key(changes: pa.Table, keys: tuple[str, ...]) -> pa.Table:
     """The rows of each key's newest ``_commit_version`` in change-feed rows.
 
     Keys are compared as Python tuples, so null keys and duplicate keys
@@ -131,6 +133,13 @@ def newest_per_key(changes: pa.Table, keys: tuple[str, ...]) -> pa.Table:
     return changes.filter(pa.array(keep, pa.bool_()))
 
 
+def oldest_log_segment(table: DeltaTable) -> int | None:
+    """The lowest ``log_segment`` of a log table's live files (None: no live file)."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    oldest = pc.min(actions[f"partition.{LOG_SEGMENT}"]).as_py() if len(actions) else None
+    return None if oldest is None else int(oldest)
+
+
 def read_log(root: str, spec: TableSpec, columns: list[str] | None = None) -> pa.Table:
     """A log table's current rows: the newest row per key (empty if missing).
 
@@ -144,15 +153,13 @@ def read_log(root: str, spec: TableSpec, columns: list[str] | None = None) -> pa
         table = DeltaTable(table_uri(root, spec))
     except TableNotFoundError:
         return schema.empty_table()
-    segments = pa.table(table.get_add_actions(flatten=True))["partition.log_segment"]
-    if not len(segments):
+    if (oldest := oldest_log_segment(table)) is None:
         return schema.empty_table()
-    oldest = pc.min(segments).as_py()
     changes = log_changes(table, max(oldest * spec.log_segment_commits, 1), table.version())
     if changes.num_rows == 0:
         return schema.empty_table()
-    changes = changes.filter(pc.greater_equal(changes["log_segment"], oldest))
-    current = newest_per_key(changes, spec.merge_keys)
+    changes = changes.filter(pc.greater_equal(changes[LOG_SEGMENT], oldest))
+    current = newest_commit_per_key(changes, spec.merge_keys)
     return current.select(schema.names).cast(schema)
 
 

@@ -260,6 +260,8 @@ METRIC_COLUMNS: tuple[str, ...] = tuple(f.name for f in _METRIC_FIELDS)
 
 #: Staging commits per segment of the staging log (see HEALTH_METRICS_STAGING).
 LOG_SEGMENT_COMMITS = 100
+#: The partition column of a log table (TableSpec.log_segment_commits).
+LOG_SEGMENT = "log_segment"
 
 HEALTH_METRICS_STAGING = TableSpec(
     path="gold/health_metrics_staging",
@@ -269,14 +271,14 @@ HEALTH_METRICS_STAGING = TableSpec(
     # staging and publication.  An append is ~30 ms where a MERGE of the same
     # 25k rows into the table, with its change feed, was ~380 ms, on the way
     # to publication every epoch (docs/scaling.md, "Staging as a log").  The
-    # newest row per key is the current one: lakehouse.publication.staged_rows.
+    # newest row per key is the current one: lakehouse.reader.read_log.
     merge_keys=_METRIC_KEYS,
     # Each commit lands in segment (table version + 1) // LOG_SEGMENT_COMMITS,
     # so that the gate can drop the segments it has gated whole, as a
     # metadata-only DELETE (DeltaWriter.prune_log).
-    partition_by=("log_segment",),
+    partition_by=(LOG_SEGMENT,),
     log_segment_commits=LOG_SEGMENT_COMMITS,
-    schema=pa.schema([*_METRIC_FIELDS, pa.field("log_segment", pa.int64())]),
+    schema=pa.schema([*_METRIC_FIELDS, pa.field(LOG_SEGMENT, pa.int64())]),
     configuration={"delta.enableChangeDataFeed": "true"},
     # Not compacted (the gate reads its change feed).
     vacuum_every=VACUUM_EVERY,

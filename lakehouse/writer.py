@@ -36,7 +36,8 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from lakehouse.tables import FILE_RETENTION, TableSpec, table_uri
+from lakehouse.reader import oldest_log_segment
+from lakehouse.tables import FILE_RETENTION, LOG_SEGMENT, TableSpec, table_uri
 
 __all__ = [
     "Chunk",
@@ -75,10 +76,6 @@ def check_layouts(
         except TableNotFoundError:
             continue
         check_layout(spec, table)
-
-
-#: The partition column of a log table (TableSpec.log_segment_commits).
-_SEGMENT = "log_segment"
 
 
 def _newest_per_key(table: pa.Table, keys: Sequence[str]) -> pa.Table:
@@ -216,10 +213,10 @@ class DeltaWriter:
         if isinstance(rows, pa.Table | Mapping):
             given = rows.column_names if isinstance(rows, pa.Table) else rows
             columns = {n: rows[n] for n in schema.names if n not in derived and n in given}
-            if self.spec.log_segment_commits and _SEGMENT not in columns:
+            if self.spec.log_segment_commits and LOG_SEGMENT not in columns:
                 # Set when the rows are appended (_append_log).
                 size = len(rows) if isinstance(rows, pa.Table) else len(next(iter(rows.values())))
-                columns[_SEGMENT] = pa.nulls(size, pa.int64())
+                columns[LOG_SEGMENT] = pa.nulls(size, pa.int64())
         else:
             # Column by column: half the time of Table.from_pylist on metric rows.
             columns = {n: [row.get(n) for row in rows] for n in schema.names if n not in derived}
@@ -394,8 +391,8 @@ class DeltaWriter:
         table = self.table()
         segment = (table.version() + 1) // self.spec.log_segment_commits
         rows = rows.set_column(
-            rows.schema.get_field_index(_SEGMENT),
-            rows.schema.field(_SEGMENT),
+            rows.schema.get_field_index(LOG_SEGMENT),
+            rows.schema.field(LOG_SEGMENT),
             pa.repeat(pa.scalar(segment, pa.int64()), rows.num_rows),
         )
         with self._commit("append", rows.num_rows, progress):
@@ -423,14 +420,12 @@ class DeltaWriter:
         tries again.  Returns the rows dropped.
         """
         keep_from = through_version // self.spec.log_segment_commits
+        if (oldest := oldest_log_segment(self.table())) is None or oldest >= keep_from:
+            return 0  # the usual case: checked on the current snapshot, already loaded
         options = self.storage_options
         snapshot = DeltaTable(self.uri, version=through_version, storage_options=options)
-        actions = snapshot.get_add_actions(flatten=True)
-        segments = pa.table(actions)[f"partition.{_SEGMENT}"]
-        if not len(segments) or pc.min(segments).as_py() >= keep_from:
-            return 0
         try:
-            metrics = snapshot.delete(f"{_SEGMENT} < {keep_from}")
+            metrics = snapshot.delete(f"{LOG_SEGMENT} < {keep_from}")
         except CommitFailedError as err:
             log.info("%s: segments below %d not pruned yet (%s)", self.spec.path, keep_from, err)
             return 0

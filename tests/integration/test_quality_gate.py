@@ -17,11 +17,14 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable, write_deltalake
 
+from dataflows.fulfilment import fulfilment_facts
 from lakehouse.publication import (
+    FULFILMENT_SUITE,
     SUITE,
     Publisher,
     QuarantineError,
     StagingUnreadableError,
+    as_gate_batch,
     discard,
     list_quarantined,
     release,
@@ -37,6 +40,7 @@ from lakehouse.tables import (
 )
 from lakehouse.writer import Chunk, DeltaWriter
 from quality.gate import load_gate
+from quality.gx_memo import memo_installed
 
 pytestmark = pytest.mark.integration
 
@@ -262,6 +266,56 @@ def test_the_columns_its_suite_reads_are_judged_as_the_whole_batch_is() -> None:
     assert narrowed.outcome == whole.outcome == "quarantined"
     assert narrowed.failed == whole.failed and len(narrowed.failed) >= 2
     assert (narrowed.row_count, narrowed.evaluated) == (whole.row_count, whole.evaluated)
+
+
+def _day_row(day: int, value: str = "all", **overrides: Any) -> dict[str, Any]:
+    start = T0 + timedelta(days=day)
+    return metric_row(
+        0,
+        value,
+        window_size="1d",
+        window_start=start,
+        window_end=start + timedelta(days=1),
+        orders_cancelled=1,
+        **overrides,
+    )
+
+
+def _comparable(result_json: str) -> Any:
+    """GX's result without what differs run to run (ids, times, batch markers)."""
+    result = json.loads(result_json)
+    return [result["success"], result["statistics"], result["results"]]
+
+
+@pytest.mark.parametrize("failing", [False, True], ids=["passing", "failing"])
+def test_the_configuration_memo_leaves_gx_results_as_they_were(failing: bool) -> None:
+    """quality.gx_memo takes ~40% off a validation; GX must say exactly what it said."""
+    assert memo_installed()  # the pinned GX is the one the memo was checked against
+    rows = [_day_row(d, v) for d in range(3) for v in ("all", "DE", "FR")]
+    if failing:
+        rows += [
+            _day_row(4, on_time_rate=1.3),  # metrics: out of range (critical)
+            _day_row(5, "NL", orders_on_time=11),  # facts: more kept than promised
+            metric_row(2, health_index=None),
+        ]
+    schema = pa.schema([HEALTH_METRICS_STAGING.schema.field(c) for c in METRIC_COLUMNS])
+    table = pa.Table.from_pylist(rows, schema=schema)
+    batch = as_gate_batch(table, pa.array([3] * len(rows), pa.int64()))
+    facts = fulfilment_facts(batch, carry=["staging_version"])
+    assert facts.num_rows == (11 if failing else 9)  # the day-long rows
+    for suite, rows_of in ((SUITE, batch), (FULFILMENT_SUITE, facts)):
+        gate = load_gate(suite)
+        frame = rows_of.to_pandas()
+        said = {}
+        for memo in (False, True, False):
+            gate.memo = memo
+            try:
+                verdict = gate.validate(frame, [len(rows)] * 5)  # volume parameters in use
+            finally:
+                gate.memo = True
+            said[memo] = (verdict.outcome, verdict.failed, _comparable(verdict.result_json))
+        assert said[True] == said[False], suite
+        assert (said[True][0] == "quarantined") is failing, suite
 
 
 def test_a_crash_between_publication_and_run_record_is_completed_once(lakehouse: Path) -> None:

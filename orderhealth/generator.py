@@ -353,8 +353,12 @@ def generate_messages(config: GeneratorConfig) -> Iterator[tuple[bytes | None, b
                 tie += 1
             order_index += 1
         arrivals.sort()
-        cutoff = arrivals[target - 1][0] if len(arrivals) >= target else None
-        # Orders created after the cut-off cannot contribute to the first N.
+        # The N-th arrival so far.  Orders created after it arrive after it,
+        # so they cannot change the first N: then the first N are final.
+        # (Comparing with the target-th arrival instead never ended when
+        # orders live long against the stream's span -- a live-density
+        # stream -- as that arrival moved on with every round.)
+        cutoff = arrivals[config.events - 1][0] if len(arrivals) >= config.events else None
         if cutoff is not None and created > cutoff:
             break
         target = int(target * 1.3)

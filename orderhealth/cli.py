@@ -743,6 +743,12 @@ def bench(
         float, typer.Option(min=1, help="Events/s of the steady producer (freshness).")
     ] = 10_000,
     seconds: Annotated[float, typer.Option(min=1, help="How long the steady producer runs.")] = 60,
+    live: Annotated[
+        bool,
+        typer.Option(
+            help="Also measure freshness on a live stream (event time at the wall clock's pace)."
+        ),
+    ] = True,
     open_orders: Annotated[
         list[int] | None, typer.Option(min=1, help="Open-order counts for memory (repeatable).")
     ] = None,
@@ -752,7 +758,7 @@ def bench(
 ) -> None:
     """Benchmark: throughput against the consume+decode ceiling, freshness, memory, gate, commits.
 
-    Takes a while (about 30 min at the defaults on 2 cores); prints a table
+    Takes a while (about 15 min at the defaults on 2 cores); prints a table
     and saves it as JSON with a top-level ``ratio`` (pipeline on 1 worker ÷
     ceiling).  Figures are ratios within one run; see bench/README.md.
     """
@@ -766,6 +772,7 @@ def bench(
             workers=tuple(workers or (1, 2)),
             rate=rate,
             seconds=seconds,
+            fresh_live=live,
             open_orders=tuple(open_orders or (100_000, 500_000, 1_000_000)),
             out=str(out),
         )

@@ -213,6 +213,9 @@ def measure(
         )
         sent: dict[tuple[int, int], float] = {}
         produced = _steady(messages, rate, seconds, producer, topic, sent)
+        # Flushed: closed now, not when the broker has gone (librdkafka would
+        # log its lost connections over the bench's table).
+        del producer
         deadline = time.monotonic() + drain_s
         last = {p: max((o for (q, o) in sent if q == p), default=-1) for p in range(partitions)}
         while time.monotonic() < deadline:

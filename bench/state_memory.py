@@ -6,16 +6,21 @@ Feeds one :class:`~dataflows.partition_processor.PartitionProcessor` (the
 per-partition state the flow keeps) with realistic ``ORDER_CREATED`` +
 ``ROUTED`` events of orders that stay open, in batches like the flow's, and
 reports at each checkpoint: resident memory above the empty processor's
-(``/proc/self/statm``, after a GC) per open order, and the recovery snapshot
-(pickle) per open order.
+(``/proc/self/statm``, after a GC) per open order, the recovery snapshot
+(pickle) per open order, and the process's peak resident memory -- which is
+the hot state's only in a process of its own, as ``orderhealth bench`` runs
+it (:func:`measure_apart`).
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import pickle
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +29,7 @@ from dataflows.partition_processor import PartitionProcessor, SourcedEvent
 from dataflows.settings import HealthSettings
 from schemas.events import SCHEMA_VERSION, OrderCreated, Routed
 
-__all__ = ["measure"]
+__all__ = ["measure", "measure_apart"]
 
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 START = datetime(2026, 11, 2, tzinfo=UTC)
@@ -110,11 +115,24 @@ def measure(checkpoints: list[int], batch: int = 2500) -> list[dict[str, float]]
     return results
 
 
+def measure_apart(checkpoints: list[int]) -> list[dict[str, float]]:
+    """:func:`measure` in a fresh process, so that its peak RSS is not the caller's."""
+    command = [sys.executable, "-m", "bench.state_memory", "--json", "--orders"]
+    done = subprocess.run(
+        [*command, *map(str, checkpoints)], capture_output=True, text=True, check=True
+    )
+    results: list[dict[str, float]] = json.loads(done.stdout.splitlines()[-1])
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--orders", type=int, nargs="+", default=[100_000, 500_000, 1_000_000])
+    parser.add_argument("--json", action="store_true", help="end with the results as one JSON line")
     args = parser.parse_args(argv)
-    measure(args.orders)
+    results = measure(args.orders)
+    if args.json:
+        print(json.dumps(results))
 
 
 if __name__ == "__main__":

@@ -57,11 +57,12 @@ class BenchConfig(msgspec.Struct, frozen=True):
     open_orders: tuple[int, ...] = (100_000, 500_000, 1_000_000)
     out: str = str(RESULTS)
     #: `orderhealth run` options for the freshness runs: the low-latency
-    #: profile (1 s epochs, a gate run every second, the tables publication
-    #: does not wait for committed every 5 s).
+    #: profile (1 s epochs, a gate run as soon as staging commits -- one at
+    #: a time -- and the tables publication does not wait for committed
+    #: every 5 s).
     fresh_options: tuple[str, ...] = (
         "--snapshot-interval=1",
-        "--gate-interval=1",
+        "--gate-interval=0",
         "--side-commit-interval=5",
     )
     #: Also measure below saturation, at this fraction of the measured

@@ -383,8 +383,9 @@ def run(
         float,
         typer.Option(
             min=0.0,
-            help="Seconds between quality-gate runs (publication); each run costs ~0.5 s "
-            "of GX on the gate's own process.",
+            help="Seconds between the starts of quality-gate runs (publication); 0: run as "
+            "soon as staging commits, one run at a time.  A run costs ~0.3-0.5 s on the "
+            "gate's own process.",
         ),
     ] = 5.0,
     side_commit_interval: Annotated[

@@ -33,8 +33,13 @@ from tests.integration.conftest import Kafka, all_tables, load_topic, run_comman
 
 pytestmark = pytest.mark.integration
 
-EVENTS = 200_000
+EVENTS = 300_000
 PARTITIONS = 6
+#: Kills aimed at the start of a commit land after its Delta log entry when
+#: the commit outruns this process (a fast append, both cores busy with the
+#: uncrashed run beside it); such a kill still counts, and the same target
+#: is aimed again, at most this many times in all.
+AIMS = 3
 
 
 @dataclass(frozen=True)
@@ -192,9 +197,12 @@ def test_sigkill_inside_commits_and_between_epochs_leaves_every_table_identical(
     rng = random.Random(2026)
     landings: list[Landing] = []
     for target in TARGETS:
-        landing = _kill_at(_start(command), target, crashed, rng)
-        assert landing is not None, f"the flow finished before the kill at {target.name}"
-        landings.append(landing)
+        for _attempt in range(AIMS):
+            landing = _kill_at(_start(command), target, crashed, rng)
+            assert landing is not None, f"the flow finished before the kill at {target.name}"
+            landings.append(landing)
+            if not landing.committed:
+                break  # landed where aimed; a kill after the log entry is aimed again
     final = _start(command)
     assert final.stderr is not None
     tail = final.stderr.read()

@@ -12,9 +12,11 @@ the view must be derived again.
 
 from __future__ import annotations
 
+import operator
+import typing
 from bisect import bisect_right
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 import msgspec
 
@@ -23,6 +25,7 @@ from dataflows.settings import HealthSettings
 from dataflows.timeutil import from_us, to_us
 from schemas.events import (
     Cancelled,
+    Event,
     EventType,
     Exception_,
     OrderCreated,
@@ -122,7 +125,7 @@ class OrderView(msgspec.Struct, frozen=True):
     #: Base-layer attributes from ORDER_CREATED.
     attributes: dict[str, Any]
     #: Environment layer: the last ``context`` seen per event type.
-    context_by_stage: dict[str, dict[str, Any]]
+    context_by_stage: dict[str, Mapping[str, Any]]
     flags: tuple[Flag, ...]
     outcome: Outcome
     #: Smallest watermark threshold not yet crossed that would change the view.
@@ -148,6 +151,13 @@ EVENT_RANK = {event_type: rank for rank, event_type in enumerate(EventType)}
 #: descriptor: ~20 of them per event were 4% of the streaming core.
 WIRE = {event_type: event_type.value for event_type in EventType}
 _DELIVERED = EventType.DELIVERED.value
+_CANCELLED = EventType.CANCELLED.value
+#: Event classes that carry more than a stage time (dispatched on in derive_view).
+_SPECIAL = frozenset(
+    {OrderCreated, PromiseUpdated, Cancelled, Routed, Rerouted, Shipped, Exception_}
+)
+#: Every event class of the contract (the members of the ``Event`` union).
+_EVENT_CLASSES: tuple[type[OrderEvent], ...] = typing.get_args(Event)
 _BASE_ATTRIBUTES = (
     "customer_id",
     "customer_segment",
@@ -159,6 +169,10 @@ _BASE_ATTRIBUTES = (
     "line_count",
     "promise_confidence",
 )
+
+
+#: The base-layer attribute values of an ORDER_CREATED event, in _BASE_ATTRIBUTES order.
+_base_attributes = operator.attrgetter(*_BASE_ATTRIBUTES)
 
 
 def sort_events(events: Sequence[OrderEvent]) -> list[OrderEvent]:
@@ -177,6 +191,8 @@ class _Stages(msgspec.Struct, frozen=True):
     names: frozenset[str]
     order: tuple[str, ...]
     sla_us: dict[str, int]
+    #: Event class -> (wire tag, a lifecycle stage here?, moves the current stage?).
+    roles: dict[type, tuple[str, bool, bool]]
 
 
 _STAGES: dict[int, _Stages] = {}
@@ -187,7 +203,12 @@ def _stages(settings: HealthSettings) -> _Stages:
     if cached is None or cached.settings is not settings:
         order = tuple(WIRE[s] for s in settings.stage_order)
         sla = {WIRE[k]: v for k, v in settings.stage_sla_us.items()}
-        cached = _STAGES[id(settings)] = _Stages(settings, frozenset(order), order, sla)
+        names = frozenset(order)
+        roles = {}
+        for cls in _EVENT_CLASSES:
+            name = WIRE[cls.event_type]
+            roles[cls] = (name, name in names, name in names or name == _CANCELLED)
+        cached = _STAGES[id(settings)] = _Stages(settings, names, order, sla, roles)
     return cached
 
 
@@ -209,7 +230,7 @@ def derive_view(
     time was the larger part of the derivation's time arithmetic.
     """
     stage_us: dict[str, int] = {}
-    context_by_stage: dict[str, dict[str, Any]] = {}
+    context_by_stage: dict[str, Mapping[str, Any]] = {}
     created: OrderCreated | None = None
     latest_promise: tuple[int, int] | None = None
     cancelled: Cancelled | None = None
@@ -217,41 +238,50 @@ def derive_view(
     carriers: list[tuple[int, str]] = []
     flags: list[Flag] = []
     stages = _stages(settings)
-    stage_set = stages.names
-    current: tuple[int, int, str] | None = None
+    roles = stages.roles
+    current: str | None = None
+    created_us: int | None = None
+    cancelled_us: int | None = None
     if times is None:
         times = [to_us(event.event_time) for event in events]
 
+    # The events are in sort_events order, so the current stage is the last
+    # stage (or cancellation) event's.  Dispatch is on the exact event class:
+    # the contract's classes are final, and a chain of isinstance tests per
+    # event was a fifth of a derivation.
     for event, at in zip(events, times, strict=True):
-        kind = event.event_type
-        name = WIRE[kind]
-        is_stage = name in stage_set
-        if is_stage:
-            stage_us.setdefault(name, at)
+        cls = type(event)
+        name, is_stage, moves = roles[cls]
+        if is_stage and name not in stage_us:
+            stage_us[name] = at
         if event.context is not None:
-            context_by_stage[name] = dict(event.context)
-        if is_stage or kind is EventType.CANCELLED:
-            marker = (at, EVENT_RANK[kind], name)
-            current = marker if current is None or marker > current else current
-        if isinstance(event, OrderCreated):
-            created = created or event
-        elif isinstance(event, PromiseUpdated):
-            latest_promise = (at, to_us(event.promised_delivery_at))
-        elif isinstance(event, Cancelled):
-            cancelled = cancelled or event
-        elif isinstance(event, Routed | Rerouted):
-            warehouses.append((at, event.warehouse_id))
-            if isinstance(event, Rerouted):
-                flags.append(
-                    Flag(FlagKind.REROUTE, at, f"rerouted to {event.warehouse_id}: {event.reason}")
-                )
-        elif isinstance(event, Shipped):
-            carriers.append((at, event.carrier_id))
-        elif isinstance(event, Exception_):
-            flags.append(Flag(FlagKind.EXCEPTION, at, f"exception {event.exception_code}"))
+            context_by_stage[name] = event.context  # read-only: shared, not copied
+        if moves:
+            current = name
+        if cls in _SPECIAL:
+            if cls is OrderCreated:
+                if created is None:
+                    created, created_us = cast(OrderCreated, event), at
+            elif cls is PromiseUpdated:
+                promised = cast(PromiseUpdated, event).promised_delivery_at
+                latest_promise = (at, to_us(promised))
+            elif cls is Cancelled:
+                if cancelled is None:
+                    cancelled, cancelled_us = cast(Cancelled, event), at
+            elif cls is Routed:
+                warehouses.append((at, cast(Routed, event).warehouse_id))
+            elif cls is Rerouted:
+                rerouted = cast(Rerouted, event)
+                warehouses.append((at, rerouted.warehouse_id))
+                reason = f"rerouted to {rerouted.warehouse_id}: {rerouted.reason}"
+                flags.append(Flag(FlagKind.REROUTE, at, reason))
+            elif cls is Shipped:
+                carriers.append((at, cast(Shipped, event).carrier_id))
+            else:
+                code = cast(Exception_, event).exception_code
+                flags.append(Flag(FlagKind.EXCEPTION, at, f"exception {code}"))
 
     first_promise = to_us(created.promised_delivery_at) if created else None
-    cancelled_us = to_us(cancelled.event_time) if cancelled else None
     present = [s for s in stages.order if s in stage_us]
     present_us = [stage_us[s] for s in present]
     # Nearly always the stages happened in lifecycle order: then none
@@ -334,19 +364,21 @@ def derive_view(
         deadlines.append(first_promise)
 
     flags.sort(key=lambda f: (f.at_us, f.kind, f.reason))
-    attributes = {name: getattr(created, name) for name in _BASE_ATTRIBUTES} if created else {}
+    attributes: dict[str, Any] = {}
+    if created is not None:
+        attributes = dict(zip(_BASE_ATTRIBUTES, _base_attributes(created), strict=True))
     view = OrderView(
         order_id=order_id,
         event_count=len(events),
-        created_us=to_us(created.event_time) if created else None,
+        created_us=created_us,
         first_promise_us=first_promise,
         latest_promise_us=latest_promise[1] if latest_promise else first_promise,
         stage_us=stage_us,
         dwell_us=dwell_us,
         transitions=tuple(transitions),
-        event_times=tuple(sorted(set(times))),
-        current_stage=current[2] if current else None,
-        last_event_us=max(times),
+        event_times=tuple(dict.fromkeys(times)),  # ascending: the events are sorted
+        current_stage=current,
+        last_event_us=times[-1],
         cancelled_us=cancelled_us,
         cancel_reason=cancelled.reason if cancelled else None,
         first_warehouse=warehouses[0][1] if warehouses else None,

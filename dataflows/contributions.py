@@ -96,11 +96,7 @@ class WindowDelta(Protocol):
     @property
     def kept(self) -> Mapping[WindowKey, list[tuple[int, int, int]]]: ...
 
-    def expand(self, item: Item, sign: int) -> None: ...
-
-    def distinct(
-        self, fact_index: int, old: tuple[Item, ...], new: tuple[Item, ...], changed: list[Item]
-    ) -> None: ...
+    def apply(self, old: tuple[Item, ...], new: tuple[Item, ...]) -> None: ...
 
     def drop_unchanged(self) -> None: ...
 
@@ -129,6 +125,10 @@ class Delta:
         if vector is None:
             vector = self.vectors[key] = [0] * _WIDTH
         return vector
+
+    def apply(self, old: tuple[Item, ...], new: tuple[Item, ...]) -> None:
+        """Add the row changes of one order's items from ``old`` to ``new``."""
+        add_item_changes(old, new, self)
 
     def expand(self, item: Item, sign: int) -> None:
         """Add ``sign`` times one (non-DISTINCT) fact to every row it lands in."""
@@ -240,7 +240,7 @@ def order_items(view: OrderView, settings: HealthSettings) -> tuple[Item, ...]:
     return tuple(out)
 
 
-def add_item_changes(old: tuple[Item, ...], new: tuple[Item, ...], into: WindowDelta) -> None:
+def add_item_changes(old: tuple[Item, ...], new: tuple[Item, ...], into: Delta) -> None:
     """Add ``new - old`` of one order to the window deltas ``into``.
 
     Only facts that changed are expanded into window rows, so an event that

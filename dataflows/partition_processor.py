@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from dataflows.bronze_rows import BronzeRows
-from dataflows.contributions import Item, WindowDelta, add_item_changes, order_items
+from dataflows.contributions import Item, WindowDelta, order_items
 from dataflows.dwell_history import DwellHistory
 from dataflows.lifecycle import (
     EVENT_RANK,
@@ -384,7 +384,7 @@ class PartitionProcessor:
     def _apply(self, order_id: str, view: OrderView, delta: WindowDelta) -> None:
         order = self.orders[order_id]
         items = order_items(view, self.settings)
-        add_item_changes(order.items, items, delta)
+        delta.apply(order.items, items)
         order.items = items
         if view.next_deadline_us != order.deadline_us:
             order.deadline_us = view.next_deadline_us

@@ -16,13 +16,10 @@ class Plan:
 
 class Delta:
     def __init__(self, plan: Plan | None = None) -> None: ...
-    def expand(self, item: tuple[int, int, tuple[str | None, ...], int], sign: int) -> None: ...
-    def distinct(
+    def apply(
         self,
-        fact_index: int,
         old: tuple[tuple[int, int, tuple[str | None, ...], int], ...],
         new: tuple[tuple[int, int, tuple[str | None, ...], int], ...],
-        changed: list[tuple[int, int, tuple[str | None, ...], int]],
     ) -> None: ...
     def drop_unchanged(self) -> None: ...
     @property

@@ -19,6 +19,7 @@ use once_cell::sync::Lazy;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::AsPyPointer;
 
 /// Window size label, window start (us), dimension, dimension value; strings
 /// are ids in the process-wide [`Interner`].
@@ -110,6 +111,101 @@ struct PlanData {
     sizes: Vec<(u32, i64)>,
     dims: Vec<u32>,
     facts: Vec<FactPlan>,
+}
+
+/// Stands for a dimension value of None (no interned string reaches it: see
+/// Interner::id).
+const NONE: u32 = u32::MAX;
+
+/// One fact of an order with its dimension values resolved (the Python
+/// tuple ``(fact index, at us, dimension values, value)``); ``dims`` indexes
+/// the call's [`DimValues`], so equal items are equal fields.
+#[derive(PartialEq, Eq, Hash, Clone, Copy)]
+struct Item {
+    fact: usize,
+    at: i64,
+    dims: usize,
+    value: i64,
+}
+
+/// The distinct tuples of dimension values of one `apply` call, as string
+/// ids ([`NONE`] for None).  An order's facts at one moment share one Python
+/// tuple, so each tuple object is read once (``by_object``; both sides of a
+/// call are alive during it, so an address is not reused).
+#[derive(Default)]
+struct DimValues {
+    tuples: Vec<Vec<u32>>,
+    by_ids: AHashMap<Vec<u32>, usize>,
+    by_object: AHashMap<usize, usize>,
+}
+
+impl DimValues {
+    fn index(
+        &mut self,
+        plan: &PlanData,
+        strings: &mut Interner,
+        values: &PyTuple,
+    ) -> PyResult<usize> {
+        let address = values.as_ptr() as usize;
+        if let Some(index) = self.by_object.get(&address) {
+            return Ok(*index);
+        }
+        if values.len() != plan.dims.len() {
+            return Err(PyValueError::new_err("one dimension value per dimension"));
+        }
+        let mut ids = Vec::with_capacity(values.len());
+        for v in values.iter() {
+            ids.push(if v.is_none() {
+                NONE
+            } else {
+                strings.id(v.downcast()?)?
+            });
+        }
+        let next = self.tuples.len();
+        let index = *self.by_ids.entry(ids.clone()).or_insert(next);
+        if index == next {
+            self.tuples.push(ids);
+        }
+        self.by_object.insert(address, index);
+        Ok(index)
+    }
+}
+
+/// Additive changes of an order at one moment under one tuple of dimension
+/// values: (measure index, amount), and kept-value changes.
+#[derive(Default)]
+struct Moment {
+    amounts: Vec<(usize, i128)>,
+    kept: Kept,
+}
+
+/// An order's items, checked against the plan.
+fn parse_items(
+    plan: &PlanData,
+    strings: &mut Interner,
+    dims: &mut DimValues,
+    items: &PyTuple,
+) -> PyResult<Vec<Item>> {
+    let mut out = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        let item: &PyTuple = item.downcast()?;
+        if item.len() != 4 {
+            return Err(PyValueError::new_err(
+                "an item is (fact index, at us, dimension values, value)",
+            ));
+        }
+        let fact: usize = item.get_item(0)?.extract()?;
+        if fact >= plan.facts.len() {
+            return Err(PyValueError::new_err("fact index out of range"));
+        }
+        out.push(Item {
+            fact,
+            at: item.get_item(1)?.extract()?,
+            dims: dims.index(plan, strings, item.get_item(2)?.downcast()?)?,
+            value: item.get_item(3)?.extract()?,
+        });
+    }
+    Ok(out)
 }
 
 /// How facts expand into window rows: built once per settings from the
@@ -209,6 +305,102 @@ impl Delta {
         .into()
     }
 
+    /// Add one moment's summed additive changes to every row it lands in.
+    fn expand(&mut self, plan: &PlanData, at: i64, values: &[u32], moment: &Moment) {
+        for &(label, size) in &plan.sizes {
+            let start = at - at.rem_euclid(size);
+            for (&dim, &dim_value) in plan.dims.iter().zip(values) {
+                if dim_value == NONE {
+                    continue;
+                }
+                let key = (label, start, dim, dim_value);
+                let vector = self
+                    .vectors
+                    .entry(key)
+                    .or_insert_with(|| vec![0; plan.width]);
+                for &(index, amount) in &moment.amounts {
+                    vector[index] += amount;
+                }
+                if !moment.kept.is_empty() {
+                    self.kept
+                        .entry(key)
+                        .or_default()
+                        .extend_from_slice(&moment.kept);
+                }
+            }
+        }
+    }
+
+    /// The row changes of one DISTINCT fact between an order's ``old`` and
+    /// ``new`` items, in the windows of the times it ``changed`` at (see
+    /// `dataflows.contributions._distinct_changes`, the reference).
+    fn distinct<'a>(
+        &mut self,
+        plan: &PlanData,
+        dims: &DimValues,
+        fact_index: usize,
+        old: &'a [Item],
+        new: &'a [Item],
+        changed: &[i64],
+    ) {
+        let mut windows: ahash::AHashSet<(u32, i64)> = Default::default();
+        for at in changed {
+            for &(label, size) in &plan.sizes {
+                windows.insert((label, at - at.rem_euclid(size)));
+            }
+        }
+        type Cells = AHashMap<(u32, i64), ahash::AHashSet<usize>>;
+        let cells = |items: &'a [Item]| -> Cells {
+            let mut out: Cells = AHashMap::new();
+            for item in items.iter().filter(|item| item.fact == fact_index) {
+                for &(label, size) in &plan.sizes {
+                    let window = (label, item.at - item.at.rem_euclid(size));
+                    if windows.contains(&window) {
+                        out.entry(window).or_default().insert(item.dims);
+                    }
+                }
+            }
+            out
+        };
+        let (before, after) = (cells(old), cells(new));
+        let empty = ahash::AHashSet::new();
+        let rows = |cells: &ahash::AHashSet<usize>| -> ahash::AHashSet<(u32, u32)> {
+            let mut out = ahash::AHashSet::new();
+            for index in cells {
+                for (dim, value) in plan.dims.iter().zip(&dims.tuples[*index]) {
+                    if *value != NONE {
+                        out.insert((*dim, *value));
+                    }
+                }
+            }
+            out
+        };
+        let measures = &plan.facts[fact_index].measures;
+        for window in &windows {
+            let was = before.get(window).unwrap_or(&empty);
+            let now = after.get(window).unwrap_or(&empty);
+            if was == now {
+                continue;
+            }
+            let (rows_before, rows_after) = (rows(was), rows(now));
+            for (set, other, sign) in [
+                (&rows_after, &rows_before, 1i128),
+                (&rows_before, &rows_after, -1),
+            ] {
+                for &(dim, value) in set.difference(other) {
+                    let key = (window.0, window.1, dim, value);
+                    let vector = self
+                        .vectors
+                        .entry(key)
+                        .or_insert_with(|| vec![0; plan.width]);
+                    for &(index, _agg) in measures {
+                        vector[index] += sign;
+                    }
+                }
+            }
+        }
+    }
+
     fn parse_key(strings: &mut Interner, key: &PyTuple) -> PyResult<Key> {
         if key.len() != 4 {
             return Err(PyValueError::new_err("a window key has 4 parts"));
@@ -233,166 +425,73 @@ impl Delta {
         }
     }
 
-    /// Add ``sign`` times one fact ``(fact index, at us, dimension values,
-    /// value)`` to every row it lands in (not for DISTINCT facts: their rows
-    /// are compared before and after, see `distinct`).
-    fn expand(&mut self, item: &PyTuple, sign: i64) -> PyResult<()> {
+    /// Add ``new - old`` of one order's items ``(fact index, at us,
+    /// dimension values, value)`` (the reference is
+    /// `dataflows.contributions.add_item_changes`).  Only the facts that
+    /// changed are expanded: additive ones into a row per window size and
+    /// known dimension value; for a DISTINCT fact, which counts an order once
+    /// per row, the rows the order has it in are compared before and after,
+    /// in the windows of its changed items.
+    fn apply(&mut self, old: &PyTuple, new: &PyTuple) -> PyResult<()> {
         let plan = self.plan()?;
-        let fact_index: usize = item.get_item(0)?.extract()?;
-        let at: i64 = item.get_item(1)?.extract()?;
-        let values: &PyTuple = item.get_item(2)?.downcast()?;
-        let value: i64 = item.get_item(3)?.extract()?;
-        let fact = plan
-            .facts
-            .get(fact_index)
-            .ok_or_else(|| PyValueError::new_err("fact index out of range"))?;
-        if values.len() != plan.dims.len() {
-            return Err(PyValueError::new_err("one dimension value per dimension"));
-        }
-        let mut ids: Vec<(u32, u32)> = Vec::with_capacity(values.len());
-        {
+        let mut dims = DimValues::default();
+        let (old, new) = {
             let mut strings = interner();
-            for (dim, v) in plan.dims.iter().zip(values.iter()) {
-                if v.is_none() {
-                    continue;
-                }
-                ids.push((*dim, strings.id(v.downcast()?)?));
-            }
-        }
-        let (sign, value) = (i128::from(sign), i128::from(value));
-        let mut amounts: Vec<(usize, i128)> = Vec::with_capacity(fact.measures.len());
-        for &(index, agg) in &fact.measures {
-            amounts.push((
-                index,
-                match agg {
-                    COUNT => sign,
-                    SUM => sign * value,
-                    SUMSQ => sign * value * value,
-                    _ => {
-                        return Err(PyValueError::new_err(
-                            "a DISTINCT fact goes through distinct(), not expand()",
-                        ))
-                    }
-                },
-            ));
-        }
-        for &(label, size) in &plan.sizes {
-            let start = at - at.rem_euclid(size);
-            for &(dim, dim_value) in &ids {
-                let key = (label, start, dim, dim_value);
-                let vector = self
-                    .vectors
-                    .entry(key)
-                    .or_insert_with(|| vec![0; plan.width]);
-                for &(index, amount) in &amounts {
-                    vector[index] += amount;
-                }
-                if fact.slot >= 0 {
-                    self.kept
-                        .entry(key)
-                        .or_default()
-                        .push((fact.slot, value as i64, sign as i64));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The row changes of one DISTINCT fact between an order's ``old`` and
-    /// ``new`` items, in the windows of its ``changed`` items: a row counts
-    /// the order once, so per window the rows under the dimension values it
-    /// has the fact with are compared before and after (see
-    /// `dataflows.contributions._distinct_changes`, the reference).
-    fn distinct(
-        &mut self,
-        fact_index: usize,
-        old: &PyTuple,
-        new: &PyTuple,
-        changed: Vec<&PyTuple>,
-    ) -> PyResult<()> {
-        let plan = self.plan()?;
-        let fact = plan
-            .facts
-            .get(fact_index)
-            .ok_or_else(|| PyValueError::new_err("fact index out of range"))?;
-        let mut windows: ahash::AHashSet<(u32, i64)> = Default::default();
-        for item in changed {
-            let at: i64 = item.get_item(1)?.extract()?;
-            for &(label, size) in &plan.sizes {
-                windows.insert((label, at - at.rem_euclid(size)));
-            }
-        }
-        let cells = |items: &PyTuple| -> PyResult<AHashMap<(u32, i64), ahash::AHashSet<Vec<u32>>>> {
-            let mut out: AHashMap<(u32, i64), ahash::AHashSet<Vec<u32>>> = AHashMap::new();
-            let mut strings = interner();
-            for item in items.iter() {
-                let item: &PyTuple = item.downcast()?;
-                if item.get_item(0)?.extract::<usize>()? != fact_index {
-                    continue;
-                }
-                let at: i64 = item.get_item(1)?.extract()?;
-                let mut ids: Option<Vec<u32>> = None;
-                for &(label, size) in &plan.sizes {
-                    let window = (label, at - at.rem_euclid(size));
-                    if !windows.contains(&window) {
-                        continue;
-                    }
-                    if ids.is_none() {
-                        // u32::MAX stands for None (no id reaches it: see Interner::id).
-                        let values: &PyTuple = item.get_item(2)?.downcast()?;
-                        let mut parsed = Vec::with_capacity(values.len());
-                        for v in values.iter() {
-                            parsed.push(if v.is_none() {
-                                u32::MAX
-                            } else {
-                                strings.id(v.downcast()?)?
-                            });
-                        }
-                        ids = Some(parsed);
-                    }
-                    out.entry(window)
-                        .or_default()
-                        .insert(ids.clone().unwrap_or_default());
-                }
-            }
-            Ok(out)
+            (
+                parse_items(&plan, &mut strings, &mut dims, old)?,
+                parse_items(&plan, &mut strings, &mut dims, new)?,
+            )
         };
-        let before = cells(old)?;
-        let after = cells(new)?;
-        let empty = ahash::AHashSet::new();
-        let rows = |cells: &ahash::AHashSet<Vec<u32>>| -> ahash::AHashSet<(u32, u32)> {
-            let mut out = ahash::AHashSet::new();
-            for values in cells {
-                for (dim, value) in plan.dims.iter().zip(values) {
-                    if *value != u32::MAX {
-                        out.insert((*dim, *value));
-                    }
-                }
+        if old == new {
+            return Ok(());
+        }
+        let mut changes: Vec<(&Item, i64)> = Vec::new();
+        if old.is_empty() {
+            // An order's first facts: all added, a repeated one once per copy
+            // (as the reference does).
+            changes.extend(new.iter().map(|item| (item, 1)));
+        } else {
+            let mut net: IndexMap<&Item, i64, RandomState> = IndexMap::default();
+            for item in &new {
+                *net.entry(item).or_default() += 1;
             }
-            out
-        };
-        for window in &windows {
-            let was = before.get(window).unwrap_or(&empty);
-            let now = after.get(window).unwrap_or(&empty);
-            if was == now {
+            for item in &old {
+                *net.entry(item).or_default() -= 1;
+            }
+            changes.extend(net.into_iter().filter(|(_, count)| *count != 0));
+        }
+        // Additive changes at one moment under the same dimension values land
+        // in the same rows (an order's delivery moves five facts at once):
+        // their amounts are summed first, so each row is looked up once.
+        let mut moments: IndexMap<(usize, i64), Moment, RandomState> = IndexMap::default();
+        let mut distinct: IndexMap<usize, Vec<i64>, RandomState> = IndexMap::default();
+        for (item, count) in changes {
+            let fact = &plan.facts[item.fact];
+            if fact.measures.iter().any(|&(_, agg)| agg == DISTINCT) {
+                distinct.entry(item.fact).or_default().push(item.at);
                 continue;
             }
-            let (rows_before, rows_after) = (rows(was), rows(now));
-            for (set, other, sign) in [
-                (&rows_after, &rows_before, 1i128),
-                (&rows_before, &rows_after, -1),
-            ] {
-                for &(dim, value) in set.difference(other) {
-                    let key = (window.0, window.1, dim, value);
-                    let vector = self
-                        .vectors
-                        .entry(key)
-                        .or_insert_with(|| vec![0; plan.width]);
-                    for &(index, _agg) in &fact.measures {
-                        vector[index] += sign;
-                    }
-                }
+            let moment = moments.entry((item.dims, item.at)).or_default();
+            let (sign, value) = (i128::from(count), i128::from(item.value));
+            for &(index, agg) in &fact.measures {
+                moment.amounts.push((
+                    index,
+                    match agg {
+                        COUNT => sign,
+                        SUM => sign * value,
+                        _ => sign * value * value, // SUMSQ
+                    },
+                ));
             }
+            if fact.slot >= 0 {
+                moment.kept.push((fact.slot, item.value, count));
+            }
+        }
+        for ((index, at), moment) in &moments {
+            self.expand(&plan, *at, &dims.tuples[*index], moment);
+        }
+        for (fact_index, changed) in distinct {
+            self.distinct(&plan, &dims, fact_index, &old, &new, &changed);
         }
         Ok(())
     }
@@ -677,8 +776,11 @@ impl WindowStore {
         let selected = self.changed_in_order(py);
         let n = selected.len();
         let strings = interner();
-        let (mut labels, mut dims, mut values) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut labels, mut dims, mut values) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         let (mut starts, mut ends, mut finals, mut late) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),

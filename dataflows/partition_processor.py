@@ -14,6 +14,7 @@ event older than the watermark at arrival is *too late*: it is kept in bronze
 from __future__ import annotations
 
 import heapq
+import operator
 from bisect import insort
 from typing import Any
 
@@ -35,7 +36,7 @@ from dataflows.native_core import delta_factory
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import to_us
 from dataflows.twin import lifecycle_values
-from schemas.events import EventType, OrderEvent
+from schemas.events import Cancelled, Delivered, OrderEvent
 
 __all__ = ["ORDER_EVICTED", "PartitionBatch", "PartitionProcessor", "SourcedEvent"]
 
@@ -129,7 +130,7 @@ class _Order:
         if len(state) == 7:
             events = state[0]
             last = max((to_us(e.event_time) for _, e in events), default=-1)
-            done = any(e.event_type in _TERMINAL for _, e in events)
+            done = any(type(e) in _TERMINAL for _, e in events)
             state = (*state, last, done)
         if len(state) == 9:  # before first_seen_us: the earliest event stands in
             state = (*state, min(to_us(e.event_time) for _, e in state[0]))
@@ -154,7 +155,8 @@ EVENT_ID_CONFLICT = "event_id_conflict"
 #: Bronze warning for an event of an order already evicted from hot state
 #: (finished long ago): kept, flagged is_late, left to a restatement.
 ORDER_EVICTED = "order_evicted"
-_TERMINAL = frozenset({EventType.DELIVERED, EventType.CANCELLED})
+_TERMINAL = frozenset({Delivered, Cancelled})
+_sort_key_of = operator.itemgetter(0)
 
 
 def _conflicts(order: _Order | None, event: OrderEvent) -> bool:
@@ -240,13 +242,16 @@ class PartitionProcessor:
         bronze = BronzeRows(self.topic, self.partition)
         touched: set[str] = set()
         last_offset = -1
+        lateness = self.settings.allowed_lateness_us
+        max_event_us = self.max_event_us
+        watermark = None if max_event_us is None else max_event_us - lateness
         for item in batch:
             event = item.event
+            order_id = event.order_id
             at = to_us(event.event_time)
-            order = self.orders.get(event.order_id)
-            watermark = self.watermark_us
+            order = self.orders.get(order_id)
             warnings = item.warnings
-            if self._retired(event.order_id, order, watermark):
+            if self._retired(order_id, order, watermark):
                 # Finished and past its retention: whether or not it is still
                 # in memory, nothing more counts live (see _retired).
                 duplicate, late = False, True
@@ -261,7 +266,7 @@ class PartitionProcessor:
                 item.offset,
                 duplicate=duplicate,
                 late=late,
-                warnings=",".join(warnings) or None,
+                warnings=",".join(warnings) if warnings else None,
             )
             last_offset = item.offset
             if item.produced_us is not None and item.produced_us > (self.newest_produced_us or -1):
@@ -269,16 +274,24 @@ class PartitionProcessor:
             if duplicate or late:
                 continue
             if order is None:
-                order = self.orders[event.order_id] = _Order()
+                order = self.orders[order_id] = _Order()
                 order.first_seen_us = at
             order.event_ids.add(event.event_id)
-            insort(order.events, (sort_key(event, at), event), key=lambda pair: pair[0])
+            entry = (sort_key(event, at), event)
+            events = order.events
+            if not events or events[-1][0] <= entry[0]:
+                events.append(entry)  # nearly always: an order's events come in order
+            else:
+                insort(events, entry, key=_sort_key_of)
             order.last_offset = item.offset
-            order.last_event_us = max(order.last_event_us, at)
-            order.terminal = order.terminal or event.event_type in _TERMINAL
-            touched.add(event.order_id)
-            if self.max_event_us is None or at > self.max_event_us:
-                self.max_event_us = at
+            if at > order.last_event_us:
+                order.last_event_us = at
+            if type(event) in _TERMINAL:
+                order.terminal = True
+            touched.add(order_id)
+            if max_event_us is None or at > max_event_us:
+                max_event_us = self.max_event_us = at
+                watermark = at - lateness
 
         watermark = self.watermark_us
         if watermark is not None:

@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.throughput import bench_generator
-from dataflows.gc_tuning import tune_garbage_collector
+from dataflows.interpreter_tuning import tune_garbage_collector
 from dataflows.partition_processor import PartitionBatch, PartitionProcessor, SourcedEvent
 from dataflows.settings import HealthSettings
 from dataflows.twin import lifecycle_columns
@@ -76,7 +76,7 @@ def measure(
 ) -> dict[str, Any]:
     """CPU seconds per stage over ``events`` messages (see module docstring)."""
     logs = _partitioned(events, partitions, orders_per_minute)
-    tune_garbage_collector()  # as the flow does (dataflows.gc_tuning)
+    tune_garbage_collector()  # as the flow does (dataflows.interpreter_tuning)
     settings = HealthSettings.load(config)
     decoder = EventDecoder()
     rules = RuleBook.load()

@@ -25,7 +25,7 @@ from pathlib import Path
 from bytewax.dataflow import Dataflow
 
 from dataflows.flow import FlowConfig, build_flow
-from dataflows.gc_tuning import tune_garbage_collector
+from dataflows.interpreter_tuning import tune_interpreter
 from dataflows.settings import HealthSettings
 
 __all__ = ["config_from_env", "get_flow"]
@@ -67,5 +67,5 @@ def config_from_env() -> FlowConfig:
 def get_flow() -> Dataflow:
     """The production dataflow, configured from the environment."""
     flow = build_flow(config_from_env())
-    tune_garbage_collector()
+    tune_interpreter()
     return flow

@@ -12,7 +12,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 
 from dataflows.flow import FlowConfig, build_flow
-from dataflows.gc_tuning import tune_garbage_collector
+from dataflows.interpreter_tuning import tune_interpreter
 from lakehouse.publication import GateRun
 
 __all__ = ["ensure_recovery_dir", "run_command", "run_flow"]
@@ -44,7 +44,7 @@ def run_flow(
     """
     config = msgspec.structs.replace(config, snapshot_state=recovery_dir is not None)
     flow = build_flow(config, on_consumed=on_consumed, on_commit=on_commit, on_gate=on_gate)
-    tune_garbage_collector()
+    tune_interpreter()
     recovery = None
     if recovery_dir is not None:
         ensure_recovery_dir(recovery_dir, max(1, workers))

@@ -10,6 +10,10 @@ the staging commit it published, and that commit's Delta app transactions
 name, per partition, the last Kafka offset whose effects it contains
 (provisional rows of open windows included).  An event is fresh at the first
 poll that sees its offset covered; freshness = that time - produce time.
+A second poller watches the staging table's log the same way, which splits
+each event's freshness into the flow's part (produce -> staged) and the
+gate's (staged -> published): ``staged_p50_s``/``staged_p95_s`` and
+``gate_p50_s``/``gate_p95_s`` in the result.
 
 Two workloads, both at the same steady rate of messages:
 
@@ -28,6 +32,7 @@ Two workloads, both at the same steady rate of messages:
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import subprocess
 import tempfile
@@ -72,23 +77,31 @@ class _Coverage:
     read what a new version covers; the time recorded is when it was noticed.
     """
 
+    #: The table watched.
+    _table = HEALTH_METRICS
+
     def __init__(self, root: str, topic: str, partitions: int) -> None:
         self.root, self.topic, self.partitions = root, topic, partitions
         self.timeline: list[tuple[float, list[int]]] = []
         self._next_version = 0
-        self._log = Path(table_uri(root, HEALTH_METRICS)) / "_delta_log"
+        self._log = Path(table_uri(root, self._table)) / "_delta_log"
         self._index: dict[int, list[int]] = {}
         self.stop = threading.Event()
 
     def _commit_file(self, version: int) -> Path:
         return self._log / f"{version:020d}.json"
 
-    def _covered(self) -> list[int] | None:
-        if not self._commit_file(self._next_version).exists():
-            return None
-        while self._commit_file(self._next_version + 1).exists():
+    def _new_versions(self) -> list[int]:
+        """Versions committed since the last look, oldest first."""
+        found = []
+        while self._commit_file(self._next_version).exists():
+            found.append(self._next_version)
             self._next_version += 1
-        self._next_version += 1
+        return found
+
+    def _covered(self) -> list[int] | None:
+        if not self._new_versions():
+            return None
         versions = read_table(self.root, HEALTH_METRICS, ["staging_version"])
         if versions.num_rows == 0:
             return None
@@ -96,9 +109,8 @@ class _Coverage:
             table_uri(self.root, HEALTH_METRICS_STAGING),
             version=int(pc.max(versions["staging_version"]).as_py()),
         )
-        app = f"orderhealth:{HEALTH_METRICS_STAGING.path}:"
         versions_by_partition = [
-            staging.transaction_version(app + stream_name(self.topic, p))
+            staging.transaction_version(_STAGING_APP + stream_name(self.topic, p))
             for p in range(self.partitions)
         ]
         return [-1 if v is None else int(v) for v in versions_by_partition]
@@ -117,6 +129,44 @@ class _Coverage:
             self._index[partition] = [c[partition] for _, c in self.timeline]
         at = bisect_left(self._index[partition], offset)
         return self.timeline[at][0] if at < len(self.timeline) else None
+
+
+#: App-transaction id prefix of the flow's staging commits (+ topic/partition).
+_STAGING_APP = f"orderhealth:{HEALTH_METRICS_STAGING.path}:"
+
+
+class _Staged(_Coverage):
+    """The same for ``gold/health_metrics_staging``: when the flow had staged an offset.
+
+    Splits each event's freshness into the flow's part (produce -> staged:
+    the epoch, the events ahead of it, the staging commit) and the gate's
+    (staged -> published: GX and the publishing MERGE).  Each new commit's
+    app transactions are read from its log file, which the gate may prune
+    later; a commit without them (maintenance) covers what the last one did.
+    """
+
+    _table = HEALTH_METRICS_STAGING
+
+    def __init__(self, root: str, topic: str, partitions: int) -> None:
+        super().__init__(root, topic, partitions)
+        self._latest = [-1] * partitions
+        self._app = _STAGING_APP + f"{topic}/"
+
+    def _covered(self) -> list[int] | None:
+        versions = self._new_versions()
+        if not versions:
+            return None
+        for version in versions:
+            try:
+                lines = self._commit_file(version).read_text().splitlines()
+            except FileNotFoundError:  # pruned already: later commits cover more
+                continue
+            for line in lines:
+                txn = json.loads(line).get("txn")
+                if txn and txn["appId"].startswith(self._app):
+                    partition = int(txn["appId"].rsplit("/", 1)[1])
+                    self._latest[partition] = max(self._latest[partition], int(txn["version"]))
+        return list(self._latest)
 
 
 #: The producer's tick: every tick sends the messages due by then.
@@ -202,8 +252,10 @@ def measure(
         flow.stdout.readline()  # "Streaming ...": the flow is built
         time.sleep(10)  # the gate's set-up (GX) is paid once, before the clock starts
         coverage = _Coverage(tmp, topic, partitions)
-        poller = threading.Thread(target=coverage.run, daemon=True)
-        poller.start()
+        staged = _Staged(tmp, topic, partitions)
+        pollers = [threading.Thread(target=c.run, daemon=True) for c in (coverage, staged)]
+        for poller in pollers:
+            poller.start()
         producer = Producer(
             {
                 **client_config(broker.bootstrap_servers),
@@ -224,18 +276,23 @@ def measure(
             ):
                 break
             time.sleep(0.5)
-        coverage.stop.set()
-        poller.join()
+        for watched, poller in zip((coverage, staged), pollers, strict=True):
+            watched.stop.set()
+            poller.join()
         flow.send_signal(signal.SIGINT)  # a clean stop (orderhealth run handles it)
         flow.wait(timeout=120)
-    delays = []
+    delays, to_staging, in_gate = [], [], []
     unseen = 0
     for (partition, offset), at in sent.items():
         fresh = coverage.fresh_at(partition, offset)
         if fresh is None:
             unseen += 1
-        else:
-            delays.append(fresh - at)
+            continue
+        delays.append(fresh - at)
+        staged_at = staged.fresh_at(partition, offset)
+        if staged_at is not None and staged_at <= fresh:
+            to_staging.append(staged_at - at)
+            in_gate.append(fresh - staged_at)
     return {
         "rate": rate,
         "seconds": seconds,
@@ -245,6 +302,11 @@ def measure(
         "p50_s": _percentile(delays, 0.50) if delays else None,
         "p95_s": _percentile(delays, 0.95) if delays else None,
         "p99_s": _percentile(delays, 0.99) if delays else None,
+        # The two parts, each over the events seen staged before published.
+        "staged_p50_s": _percentile(to_staging, 0.50) if to_staging else None,
+        "staged_p95_s": _percentile(to_staging, 0.95) if to_staging else None,
+        "gate_p50_s": _percentile(in_gate, 0.50) if in_gate else None,
+        "gate_p95_s": _percentile(in_gate, 0.95) if in_gate else None,
         "publications": len(coverage.timeline),
         "run_options": list(run_options),
         "workload": "live" if live else "replay",

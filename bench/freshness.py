@@ -150,7 +150,7 @@ class _Staged(_Coverage):
     def __init__(self, root: str, topic: str, partitions: int) -> None:
         super().__init__(root, topic, partitions)
         self._latest = [-1] * partitions
-        self._app = _STAGING_APP + f"{topic}/"
+        self._partition_of = {_STAGING_APP + stream_name(topic, p): p for p in range(partitions)}
 
     def _covered(self) -> list[int] | None:
         versions = self._new_versions()
@@ -163,8 +163,8 @@ class _Staged(_Coverage):
                 continue
             for line in lines:
                 txn = json.loads(line).get("txn")
-                if txn and txn["appId"].startswith(self._app):
-                    partition = int(txn["appId"].rsplit("/", 1)[1])
+                partition = self._partition_of.get(txn["appId"]) if txn else None
+                if partition is not None:
                     self._latest[partition] = max(self._latest[partition], int(txn["version"]))
         return list(self._latest)
 

@@ -188,7 +188,6 @@ class _Stages(msgspec.Struct, frozen=True):
     """The settings' stage order and SLAs by wire tag, computed once per settings."""
 
     settings: HealthSettings
-    names: frozenset[str]
     order: tuple[str, ...]
     sla_us: dict[str, int]
     #: Event class -> (wire tag, a lifecycle stage here?, moves the current stage?).
@@ -208,7 +207,7 @@ def _stages(settings: HealthSettings) -> _Stages:
         for cls in _EVENT_CLASSES:
             name = WIRE[cls.event_type]
             roles[cls] = (name, name in names, name in names or name == _CANCELLED)
-        cached = _STAGES[id(settings)] = _Stages(settings, names, order, sla, roles)
+        cached = _STAGES[id(settings)] = _Stages(settings, order, sla, roles)
     return cached
 
 

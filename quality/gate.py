@@ -19,6 +19,7 @@ import statistics
 import time
 import warnings
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -217,11 +218,41 @@ class QualityGate:
             warnings.simplefilter("ignore", FutureWarning)
             warnings.simplefilter("ignore", DeprecationWarning)
             with configuration_memo(self.memo):
-                return self._definition.run(
-                    batch_parameters={"dataframe": frame},
-                    expectation_parameters=parameters,
-                    result_format=result_format,
-                )
+                return self._run_unstored(frame, parameters, result_format)
+
+    def _run_unstored(
+        self, frame: Any, parameters: dict[str, Any], result_format: Literal["BASIC", "SUMMARY"]
+    ) -> ExpectationSuiteValidationResult:
+        """What ``ValidationDefinition.run`` does (GX 1.x), minus its result store.
+
+        Why: ``run`` puts every result, serialised (~25 KB for the metrics
+        suite), into the context's results store, which in the gate's
+        ephemeral context is a dict that lives as long as the process: at one
+        gate run a second, ~4 GB a day of results nobody reads (each run's
+        result is kept in ``quality/validation_runs`` instead).  Serialising
+        it was also ~10% of a validation.  The result carries the same
+        metadata ``run`` gives it.
+        """
+        from great_expectations.constants import DATAFRAME_REPLACEMENT_STR
+        from great_expectations.core.run_identifier import RunIdentifier
+        from great_expectations.validator.v1_validator import Validator
+
+        definition = self._definition
+        validator = Validator(
+            batch_definition=definition.batch_definition,
+            batch_parameters={"dataframe": frame},
+            result_format=result_format,
+        )
+        result = validator.validate_expectation_suite(definition.suite, parameters)
+        run_id = RunIdentifier(run_time=datetime.now(UTC))
+        result.meta.update(
+            validation_id=definition.id,
+            checkpoint_id=None,
+            run_id=run_id,
+            validation_time=run_id.run_time,
+            batch_parameters={"dataframe": DATAFRAME_REPLACEMENT_STR},
+        )
+        return result
 
     def validate(self, frame: Any, recent_row_counts: Sequence[int]) -> GateVerdict:
         """Validate one batch (a pandas DataFrame).  Deterministic for the same rows and history."""

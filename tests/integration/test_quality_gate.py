@@ -8,6 +8,7 @@ staging, as a buggy writer would.
 from __future__ import annotations
 
 import json
+import warnings
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -316,6 +317,33 @@ def test_the_configuration_memo_leaves_gx_results_as_they_were(failing: bool) ->
             said[memo] = (verdict.outcome, verdict.failed, _comparable(verdict.result_json))
         assert said[True] == said[False], suite
         assert (said[True][0] == "quarantined") is failing, suite
+
+
+def test_a_validation_is_what_gx_would_run_and_keeps_nothing_in_the_context() -> None:
+    """The gate skips GX's results store (a dict that grew by ~25 KB per run)."""
+    rows = [_day_row(d, v) for d in range(3) for v in ("all", "DE")] + [
+        _day_row(4, on_time_rate=1.3)
+    ]
+    schema = pa.schema([HEALTH_METRICS_STAGING.schema.field(c) for c in METRIC_COLUMNS])
+    frame = pa.Table.from_pylist(rows, schema=schema).to_pandas()
+    gate = load_gate(SUITE)
+    store = gate.context.validation_results_store
+    before = len(store.list_keys())
+    ours = gate._run(frame, gate.parameters([]), "SUMMARY")
+    assert len(store.list_keys()) == before
+    with warnings.catch_warnings():  # as QualityGate._run does: pandas deprecations in GX
+        warnings.simplefilter("ignore")
+        theirs = gate._definition.run(
+            batch_parameters={"dataframe": frame},
+            expectation_parameters=gate.parameters([]),
+            result_format="SUMMARY",
+        )
+    mine, gx_said = (json.loads(json.dumps(r.to_json_dict(), default=str)) for r in (ours, theirs))
+    assert _comparable(json.dumps(mine)) == _comparable(json.dumps(gx_said))
+    assert not mine["success"]
+    assert mine["meta"].keys() == gx_said["meta"].keys()
+    for key in ("validation_id", "checkpoint_id", "batch_parameters", "active_batch_definition"):
+        assert mine["meta"].get(key) == gx_said["meta"].get(key), key
 
 
 def test_a_crash_between_publication_and_run_record_is_completed_once(lakehouse: Path) -> None:

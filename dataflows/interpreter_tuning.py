@@ -5,12 +5,28 @@ from __future__ import annotations
 import gc
 import sys
 
-__all__ = ["GC_THRESHOLDS", "SWITCH_INTERVAL_S", "tune_garbage_collector", "tune_interpreter"]
+__all__ = [
+    "GC_THRESHOLDS",
+    "SWITCH_INTERVAL_S",
+    "freeze_start_up_heap",
+    "tune_garbage_collector",
+    "tune_interpreter",
+]
 
 #: Allocations between young-generation collections (CPython's default: 700).
 GC_THRESHOLDS = (100_000, 50, 100)
 #: Seconds a thread holds the GIL before another waiting one gets it (default 0.005).
 SWITCH_INTERVAL_S = 0.001
+
+
+def freeze_start_up_heap() -> None:
+    """Move everything alive now out of the collector's sight for good.
+
+    What a process loaded at start-up (libraries, GX's context) lives as long
+    as the process; full collections otherwise walk all of it again and again.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def tune_garbage_collector() -> None:
@@ -23,8 +39,7 @@ def tune_garbage_collector() -> None:
     collection for timely clean-up, so rarer collections only delay freeing
     the rare cycle.
     """
-    gc.collect()
-    gc.freeze()
+    freeze_start_up_heap()
     gc.set_threshold(*GC_THRESHOLDS)
 
 

@@ -245,13 +245,11 @@ class QualityGate:
         )
         result = validator.validate_expectation_suite(definition.suite, parameters)
         run_id = RunIdentifier(run_time=datetime.now(UTC))
-        result.meta.update(
-            validation_id=definition.id,
-            checkpoint_id=None,
-            run_id=run_id,
-            validation_time=run_id.run_time,
-            batch_parameters={"dataframe": DATAFRAME_REPLACEMENT_STR},
-        )
+        result.meta["validation_id"] = definition.id
+        result.meta["checkpoint_id"] = None
+        result.meta["run_id"] = run_id
+        result.meta["validation_time"] = run_id.run_time
+        result.meta["batch_parameters"] = {"dataframe": DATAFRAME_REPLACEMENT_STR}
         return result
 
     def validate(self, frame: Any, recent_row_counts: Sequence[int]) -> GateVerdict:

@@ -8,7 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from dataflows.interpreter_tuning import GC_THRESHOLDS, SWITCH_INTERVAL_S, tune_interpreter
+from dataflows.interpreter_tuning import (
+    GC_THRESHOLDS,
+    SWITCH_INTERVAL_S,
+    freeze_start_up_heap,
+    tune_interpreter,
+)
 
 
 @pytest.fixture
@@ -28,3 +33,13 @@ def test_the_flow_hands_the_gil_to_its_commit_threads_every_millisecond(
     assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
     assert gc.get_threshold() == GC_THRESHOLDS
     assert gc.get_freeze_count() > 0
+
+
+def test_the_gate_freezes_its_start_up_heap_and_keeps_the_thresholds(
+    restored_interpreter: None,
+) -> None:
+    thresholds = gc.get_threshold()
+    gc.unfreeze()
+    freeze_start_up_heap()
+    assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == thresholds

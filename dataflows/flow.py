@@ -282,7 +282,7 @@ def build_flow(
         add_config=dict(config.kafka_config),
         control=control,
     )
-    # The source hands on confluent-kafka's messages (dataflows.kafka_source).
+    # The wrapper hands on confluent-kafka's messages (dataflows.kafka_source).
     messages = cast("Stream[Message]", op.input("read_kafka", flow, source))
     decoded = op.map("decode", messages, decode)
     split = op.branch("split_valid", decoded, _is_event)

@@ -44,12 +44,12 @@ def test_librdkafka_accepts_them_and_names_a_bad_one() -> None:
         Consumer({"bootstrap.servers": "127.0.0.1:1", "group.id": "t", "security.protocol": "TLS9"})
 
 
-def test_a_source_partition_starts_at_the_beginning_without_a_broker() -> None:
-    """Building a partition connects lazily; its snapshot is Bytewax's before a read."""
+def test_the_source_wrapper_finds_the_bytewax_internals_it_reads() -> None:
+    """dataflows/kafka_source.py reads pinned Bytewax internals; an upgrade must fail here."""
     from dataflows.kafka_source import FlowControl, FlowControlledKafkaSource
 
     source = FlowControlledKafkaSource(["127.0.0.1:1"], ["t"], control=FlowControl(None))
-    part = source.build_part("read", "0-t", None)
+    part = source.build_part("read", "0-t", None)  # connects lazily: no broker needed
     try:
         assert part.snapshot() == -2  # OFFSET_BEGINNING until a message is read
     finally:

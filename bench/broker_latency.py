@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> None:
         return kept[min(len(kept) - 1, int(q * len(kept)))] * 1000
 
     print(
-        f"{args.consumers} consumer(s), fetch.wait.max.ms={args.fetch_wait_ms}: "
+        f"{'one consumer' if args.consumers == 'one' else 'a consumer per partition'}, "
+        f"fetch.wait.max.ms={args.fetch_wait_ms}: "
         f"{len(delays):,} of {total:,} consumed; produce -> consumed "
         f"p50 {pct(0.5):.0f} ms, p95 {pct(0.95):.0f} ms, p99 {pct(0.99):.0f} ms; "
         f"broker {broker_cores:.2f} cores"

@@ -18,11 +18,22 @@ against (``CHECKED_GX_VERSION``); on any other, validations run unmemoised --
 slower, never different.  ``tests/integration/test_quality_gate.py`` checks
 that GX's results are the same with and without it, for passing and failing
 batches of both shipped suites.
+
+The same scope also memoises each expectation's **metric dependency graph**
+(:func:`_graph_for`), across validations this time: GX builds it again for
+every validation -- about a third of one (the metrics suite on 22k rows:
+23 of 67 ms; the facts suite: 17 of 40 ms) -- though it depends only on the
+expectation's configuration (with its parameters filled in), the batch id,
+the runtime configuration (the result format) and the execution engine's
+kind.  Graphs are kept on the execution engine, keyed by all of those, so
+a parameter that changes (the volume bounds) builds a new graph for its one
+expectation only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -64,6 +75,7 @@ def _install() -> bool:
                 Expectation.configuration = property(  # type: ignore[method-assign,assignment]
                     configuration, doc=original.__doc__
                 )
+                _install_graph_memo()
     return _installed
 
 
@@ -83,3 +95,89 @@ def configuration_memo(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         _local.memo = None
+
+
+#: Graphs kept per execution engine (a few per expectation and result format).
+_GRAPHS_KEPT = 512
+
+
+def _install_graph_memo() -> None:
+    """Wrap GX's per-expectation graph building (called once, under ``_lock``)."""
+    from great_expectations.validator.validator import Validator
+
+    build = Validator._generate_metric_dependency_subgraphs_for_each_expectation_configuration
+
+    def subgraphs(
+        self: Any,
+        expectation_configurations: list[Any],
+        processed_configurations: list[Any],
+        catch_exceptions: bool,
+        runtime_configuration: dict[str, Any] | None = None,
+    ) -> tuple[list[Any], list[Any], list[Any]]:
+        if getattr(_local, "memo", None) is None:
+            return build(
+                self,
+                expectation_configurations=expectation_configurations,
+                processed_configurations=processed_configurations,
+                catch_exceptions=catch_exceptions,
+                runtime_configuration=runtime_configuration,
+            )
+        graphs, evrs = [], []
+        for configuration in expectation_configurations:
+            graph = _graph_for(self, configuration, runtime_configuration)
+            if graph is None:  # not built before, or its build failed: as GX does
+                graph_list, failed, _ = build(
+                    self,
+                    expectation_configurations=[configuration],
+                    processed_configurations=[],
+                    catch_exceptions=catch_exceptions,
+                    runtime_configuration=runtime_configuration,
+                )
+                if failed:
+                    evrs.extend(failed)
+                    continue
+                graph = graph_list[0]
+                _keep_graph(self, configuration, runtime_configuration, graph)
+            graphs.append(graph)
+            processed_configurations.append(graph.configuration)
+        return graphs, evrs, processed_configurations
+
+    Validator._generate_metric_dependency_subgraphs_for_each_expectation_configuration = (  # type: ignore[method-assign]
+        subgraphs
+    )
+
+
+def _graph_key(validator: Any, configuration: Any, runtime: dict[str, Any] | None) -> str:
+    """Everything a graph is built from, as GX serialises it."""
+    return json.dumps(
+        [
+            validator.active_batch_id,
+            configuration.to_json_dict(),
+            runtime or {},
+        ],
+        sort_keys=True,
+        default=str,
+    )
+
+
+def _graphs(validator: Any) -> dict[str, Any]:
+    engine = validator._execution_engine
+    kept: dict[str, Any] | None = getattr(engine, "_orderhealth_graphs", None)
+    if kept is None:
+        kept = {}
+        engine._orderhealth_graphs = kept
+    return kept
+
+
+def _graph_for(validator: Any, configuration: Any, runtime: dict[str, Any] | None) -> Any:
+    """The expectation's graph built by an earlier validation with the same inputs, if any."""
+    return _graphs(validator).get(_graph_key(validator, configuration, runtime))
+
+
+def _keep_graph(
+    validator: Any, configuration: Any, runtime: dict[str, Any] | None, graph: Any
+) -> None:
+    kept = _graphs(validator)
+    if len(kept) >= _GRAPHS_KEPT:
+        kept.clear()  # parameters moved a lot; rebuild what is used again
+    kept[_graph_key(validator, configuration, runtime)] = graph

@@ -1,9 +1,9 @@
 """Run the quality gate beside the flow, in its own process.
 
 The gate is slow to set up (GX import and context: ~5 s) and a validation has
-a fixed cost (~0.14 s of GX overhead for the two suites however small the
-batch, after :mod:`quality.gx_memo`), all of it
-Python holding the GIL.  So the worker that owns the staging table starts the
+a fixed cost (~0.06 s of GX overhead for the two suites however small the
+batch, after :mod:`quality.gx_memo`; 0.18 s without it), all of it Python
+holding the GIL.  So the worker that owns the staging table starts the
 gate as a child process (``python -m dataflows.gatekeeper``): set-up and runs
 use the machine's other core instead of stalling the flow.  The staging sink
 pokes it after every commit; runs start at most every ``interval_s`` seconds

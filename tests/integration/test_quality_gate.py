@@ -289,7 +289,7 @@ def _comparable(result_json: str) -> Any:
 
 
 @pytest.mark.parametrize("failing", [False, True], ids=["passing", "failing"])
-def test_the_configuration_memo_leaves_gx_results_as_they_were(failing: bool) -> None:
+def test_the_gx_memos_leave_gx_results_as_they_were(failing: bool) -> None:
     """quality.gx_memo takes ~60% off a validation; GX must say exactly what it said."""
     assert memo_installed()  # the pinned GX is the one the memo was checked against
     rows = [_day_row(d, v) for d in range(3) for v in ("all", "DE", "FR")]

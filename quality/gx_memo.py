@@ -20,7 +20,7 @@ that GX's results are the same with and without it, for passing and failing
 batches of both shipped suites.
 
 The same scope also memoises each expectation's **metric dependency graph**
-(:func:`_graph_for`), across validations this time: GX builds it again for
+(:func:`_install_graph_memo`), across validations this time: GX builds it again for
 every validation -- about a third of one (the metrics suite on 22k rows:
 23 of 67 ms; the facts suite: 17 of 40 ms) -- though it depends only on the
 expectation's configuration (with its parameters filled in), the batch id,
@@ -123,8 +123,10 @@ def _install_graph_memo() -> None:
                 runtime_configuration=runtime_configuration,
             )
         graphs, evrs = [], []
+        kept = _graphs(self)
         for configuration in expectation_configurations:
-            graph = _graph_for(self, configuration, runtime_configuration)
+            key = _graph_key(self, configuration, runtime_configuration)
+            graph = kept.get(key)
             if graph is None:  # not built before, or its build failed: as GX does
                 graph_list, failed, _ = build(
                     self,
@@ -137,7 +139,9 @@ def _install_graph_memo() -> None:
                     evrs.extend(failed)
                     continue
                 graph = graph_list[0]
-                _keep_graph(self, configuration, runtime_configuration, graph)
+                if len(kept) >= _GRAPHS_KEPT:
+                    kept.clear()  # parameters moved a lot; rebuild what is used again
+                kept[key] = graph
             graphs.append(graph)
             processed_configurations.append(graph.configuration)
         return graphs, evrs, processed_configurations
@@ -167,17 +171,3 @@ def _graphs(validator: Any) -> dict[str, Any]:
         kept = {}
         engine._orderhealth_graphs = kept
     return kept
-
-
-def _graph_for(validator: Any, configuration: Any, runtime: dict[str, Any] | None) -> Any:
-    """The expectation's graph built by an earlier validation with the same inputs, if any."""
-    return _graphs(validator).get(_graph_key(validator, configuration, runtime))
-
-
-def _keep_graph(
-    validator: Any, configuration: Any, runtime: dict[str, Any] | None, graph: Any
-) -> None:
-    kept = _graphs(validator)
-    if len(kept) >= _GRAPHS_KEPT:
-        kept.clear()  # parameters moved a lot; rebuild what is used again
-    kept[_graph_key(validator, configuration, runtime)] = graph

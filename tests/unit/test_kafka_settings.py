@@ -54,3 +54,18 @@ def test_the_source_wrapper_finds_the_bytewax_internals_it_reads() -> None:
         assert part.snapshot() == -2  # OFFSET_BEGINNING until a message is read
     finally:
         part.close()
+
+
+def test_the_source_turns_off_bytewax_statistics_unless_asked_for() -> None:
+    """Bytewax's per-second statistics are parsed on the event thread for a gauge nobody serves."""
+    from dataflows.kafka_source import FlowControl, FlowControlledKafkaSource
+
+    quiet = FlowControlledKafkaSource(["127.0.0.1:1"], ["t"], control=FlowControl(None))
+    assert quiet._add_config["statistics.interval.ms"] == "0"
+    asked = FlowControlledKafkaSource(
+        ["127.0.0.1:1"],
+        ["t"],
+        control=FlowControl(None),
+        add_config={"statistics.interval.ms": "1000", "fetch.wait.max.ms": "100"},
+    )
+    assert asked._add_config == {"statistics.interval.ms": "1000", "fetch.wait.max.ms": "100"}

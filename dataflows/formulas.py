@@ -40,11 +40,14 @@ __all__ = [
     "Percentile",
     "Ratio",
     "nearest_rank",
+    "python_ints",
 ]
 
 #: Ints of at most this magnitude convert to float64 exactly.
 _EXACT = 2**53
 FloatColumn = np.ndarray
+#: A column of exact integers: Python ints, or int64 values below 2**53.
+IntValues = Sequence[int] | np.ndarray
 
 
 class ColumnTotals:
@@ -52,11 +55,12 @@ class ColumnTotals:
 
     def __init__(
         self,
-        measures: Mapping[str, Sequence[int]],
+        measures: Mapping[str, IntValues],
         values: Mapping[str, Sequence[Sequence[int] | None]],
-        late_open: Sequence[int],
+        late_open: IntValues,
     ) -> None:
-        #: Measure -> one exact Python int per row.
+        #: Measure -> one exact int per row: Python ints, or int64 (the
+        #: native store's columns, every value below 2**53 in magnitude).
         self.measures = measures
         #: Fact with ``keep_values`` -> per row its values (ascending), or None.
         self.values = values
@@ -65,6 +69,10 @@ class ColumnTotals:
         self.size = len(late_open)
         self._ints: dict[str, np.ndarray | None] = {}
         self._nonempty: dict[str, list[tuple[int, Sequence[int]]]] = {}
+
+    def exact(self, measure: str) -> Sequence[int]:
+        """The measure as Python ints: what a formula evaluated row by row sees."""
+        return python_ints(self.measures[measure])
 
     def ints(self, measure: str) -> np.ndarray | None:
         """The measure as int64, or None unless every value is below 2**53 in magnitude.
@@ -97,7 +105,12 @@ def _too_large(ints: np.ndarray) -> bool:
     return bool(ints.size) and int(np.abs(ints).max()) >= _EXACT
 
 
-def _small_ints(values: Sequence[int]) -> np.ndarray | None:
+def python_ints(column: IntValues) -> Sequence[int]:
+    """Exact Python ints: int64 would overflow or divide differently in a plugin formula."""
+    return column.tolist() if isinstance(column, np.ndarray) else column
+
+
+def _small_ints(values: IntValues) -> np.ndarray | None:
     try:
         ints = np.array(values, dtype=np.int64)
     except OverflowError:
@@ -213,8 +226,8 @@ class CycleCV:
         return self._of(m[self.count], m[self.total], m[self.squares])
 
     def columns(self, totals: ColumnTotals) -> FloatColumn | None:
-        # The sums of squares exceed 64 bits: exact Python ints, row by row,
-        # but without a WindowTotals per row.
+        # The sums of squares exceed 64 bits: exact Python ints (int() of an
+        # int64), row by row, but without a WindowTotals per row.
         m = totals.measures
         n, total = totals.ints(self.count), totals.ints(self.total)
         if n is None or total is None:
@@ -223,7 +236,7 @@ class CycleCV:
             candidates = np.flatnonzero((n >= 2) & (total > 0)).tolist()
         out = _empty(totals.size)
         for i in candidates:
-            value = self._of(m[self.count][i], m[self.total][i], m[self.squares][i])
+            value = self._of(int(m[self.count][i]), int(m[self.total][i]), int(m[self.squares][i]))
             if value is not None:
                 out[i] = value
         return out

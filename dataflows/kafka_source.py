@@ -150,12 +150,15 @@ class FlowControlledKafkaSource(KafkaSource):
 
     def __init__(
         self,
-        *args: Any,
+        brokers: list[str],
+        topics: list[str],
+        *,
         control: FlowControl,
         add_config: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> None:
-        super().__init__(*args, add_config={**CONSUMER_DEFAULTS, **(add_config or {})}, **kwargs)
+        config = {**CONSUMER_DEFAULTS, **(add_config or {})}
+        super().__init__(brokers, topics, add_config=config, **kwargs)
         self._control = control
 
     def build_part(  # type: ignore[override]  # returns a wrapper, not the private class

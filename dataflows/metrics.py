@@ -36,6 +36,7 @@ from dataflows.formulas import (
     Ratio,
     columns_of,
     nearest_rank,
+    python_ints,
 )
 from dataflows.outcome import OutcomeStatus
 
@@ -511,9 +512,9 @@ def _row_totals(totals: ColumnTotals) -> list[WindowTotals]:
             late_open=late_open,
         )
         for vector, values, late_open in zip(
-            zip(*totals.measures.values(), strict=True),
+            zip(*map(totals.exact, names), strict=True),
             zip(*totals.values.values(), strict=True) if kept else ((),) * totals.size,
-            totals.late_open,
+            python_ints(totals.late_open),
             strict=True,
         )
     ]

@@ -47,6 +47,7 @@ __all__ = [
     "MetricWindows",
     "as_rows",
     "health_index",
+    "int_column",
 ]
 
 log = logging.getLogger(__name__)
@@ -55,9 +56,10 @@ _IN = MEASURES.index("late_open_in")
 _OUT = MEASURES.index("late_open_out")
 Series = tuple[str, str, str]
 
-#: Metric rows as columns: name -> one value per row (a list, or an Arrow
-#: array for the numeric columns built with NumPy); times are us since the epoch.
-MetricColumns = dict[str, list[Any] | pa.Array]
+#: Metric rows as columns: name -> one value per row (a list, an int64 NumPy
+#: array for the native store's times, or an Arrow array for the numeric
+#: columns built with NumPy); times are us since the epoch.
+MetricColumns = dict[str, list[Any] | np.ndarray | pa.Array]
 #: Columns holding times (us since the epoch in :data:`MetricColumns`).
 TIME_COLUMNS = ("window_start", "window_end", "watermark_at")
 
@@ -67,7 +69,10 @@ def as_rows(columns: MetricColumns) -> list[dict[str, Any]]:
     if not columns:
         return []
     names = list(columns)
-    lists = [c.to_pylist() if isinstance(c, pa.Array) else c for c in columns.values()]
+    lists = [
+        c.to_pylist() if isinstance(c, pa.Array) else c.tolist() if isinstance(c, np.ndarray) else c
+        for c in columns.values()
+    ]
     rows = [dict(zip(names, values, strict=True)) for values in zip(*lists, strict=True)]
     for row in rows:
         for name in TIME_COLUMNS:
@@ -160,20 +165,31 @@ class _Window:
 #: dimension, value, is_final, running late-open total, measure totals, kept
 #: values per VALUE_FACTS slot (ascending) or None.
 StoreRow = tuple[str, int, int, str, str, bool, int, list[int], list[list[int]] | None]
+#: An integer column of a store's rows: a list of ints, or (the native store,
+#: when every value is below 2**53 in magnitude) their int64 bytes,
+#: little-endian -- no Python int per row (:func:`int_column`).
+IntColumn = list[int] | bytes
 #: The same rows as columns: labels, starts, ends, dimensions, values,
-#: is_final, running late-open totals, one list per measure (MEASURES order),
-#: one list per VALUE_FACTS slot (each row's values, or None).
+#: is_final, running late-open totals, one column per measure (MEASURES
+#: order), one list per VALUE_FACTS slot (each row's values, or None).
 StoreColumns = tuple[
     list[str],
-    list[int],
-    list[int],
+    IntColumn,
+    IntColumn,
     list[str],
     list[str],
     list[bool],
-    list[int],
-    list[list[int]],
+    IntColumn,
+    list[IntColumn],
     list[list[list[int] | None]],
 ]
+
+
+def int_column(column: IntColumn) -> list[int] | np.ndarray:
+    """A store's integer column as the window step reads it: int64 bytes as NumPy (no copy)."""
+    return np.frombuffer(column, dtype="<i8") if isinstance(column, bytes) else column
+
+
 #: A store's open windows (key -> (measure totals, kept {value: count} per
 #: slot or None)) and late-open base per series: the core-neutral snapshot.
 StoreWindows = dict[WindowKey, tuple[list[int], list[dict[int, int]] | None]]
@@ -447,11 +463,12 @@ class MetricWindows:
         :func:`health_index_columns`) and handed on as Arrow arrays, nulls
         where a row has no data.
         """
-        labels, starts, ends, dims, values, finals, late_open, vectors, kept = changed
+        labels, raw_starts, raw_ends, dims, values, finals, raw_late, vectors, kept = changed
         if not labels:
             return {}
         size = len(labels)
-        measures = dict(zip(MEASURES, vectors, strict=True))
+        starts, ends, late_open = map(int_column, (raw_starts, raw_ends, raw_late))
+        measures = {name: int_column(c) for name, c in zip(MEASURES, vectors, strict=True)}
         totals = ColumnTotals(measures, dict(zip(VALUE_FACTS, kept, strict=True)), late_open)
         components = compute_component_columns(totals)
         index, used = health_index_columns(components, self.settings)

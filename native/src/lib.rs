@@ -18,7 +18,7 @@ use indexmap::IndexMap;
 use once_cell::sync::Lazy;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::AsPyPointer;
 
 /// Window size label, window start (us), dimension, dimension value; strings
@@ -78,6 +78,27 @@ fn int(py: Python<'_>, v: i128) -> PyObject {
 
 fn ints<'py>(py: Python<'py>, vector: &[i128]) -> &'py PyList {
     PyList::new(py, vector.iter().map(|v| int(py, *v)))
+}
+
+/// Below this magnitude an integer converts to a float64 exactly
+/// (`dataflows.formulas`, which computes the components in NumPy).
+const EXACT: i128 = 1 << 53;
+
+/// An integer column: its int64 bytes (little-endian, for `numpy.frombuffer`)
+/// when every value converts to a float64 exactly, else a list of Python
+/// ints.  A column of the bytes costs no Python object per row; the rare
+/// column holding a larger value stays exact, as the Python store's.
+fn int_column(py: Python<'_>, column: &[i128]) -> PyObject {
+    if column.iter().all(|v| v.abs() < EXACT) {
+        let mut bytes = Vec::with_capacity(column.len() * 8);
+        for v in column {
+            // Exact: |v| < 2**53 fits in an i64.
+            bytes.extend_from_slice(&(*v as i64).to_le_bytes());
+        }
+        PyBytes::new(py, &bytes).into()
+    } else {
+        PyList::new(py, column.iter().map(|v| int(py, *v))).into()
+    }
 }
 
 /// A window's kept values of one slot, ascending, each repeated by its count.
@@ -768,39 +789,41 @@ impl WindowStore {
 
     /// The changed rows since the last call, ordered by series then start,
     /// as columns: (labels, starts, ends, dimensions, values, is_final,
-    /// late_open, one list per measure, one list per kept-values slot, each
+    /// late_open, one column per measure, one list per kept-values slot, each
     /// row's values ascending or None).  Final windows are then forgotten.
     /// Columns because the window step wants them: a tuple and a measure
-    /// list per row, transposed in Python, were ~8% of it.
+    /// list per row, transposed in Python, were ~8% of it.  The integer
+    /// columns (starts, ends, late_open, measures) are `int_column`s: int64
+    /// bytes unless a value is too large for a float64, so the window step
+    /// reads them into NumPy without a Python int per row and measure.
     fn take_columns(&mut self, py: Python<'_>) -> PyResult<PyObject> {
         let selected = self.changed_in_order(py);
         let n = selected.len();
         let strings = interner();
-        let (mut labels, mut dims, mut values) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        let (mut starts, mut ends, mut finals, mut late) = (
+        let (mut labels, mut dims, mut values, mut finals) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        let mut measures: Vec<Vec<PyObject>> =
-            (0..self.width).map(|_| Vec::with_capacity(n)).collect();
+        let (mut starts, mut ends, mut late) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let mut measures: Vec<Vec<i128>> = (0..self.width).map(|_| Vec::with_capacity(n)).collect();
         let mut kept: Vec<Vec<PyObject>> = (0..self.slots).map(|_| Vec::with_capacity(n)).collect();
         for (key, running) in &selected {
             let window = &self.windows[key];
             labels.push(strings.name(py, key.0));
-            starts.push(key.1);
-            ends.push(self.end(key));
+            starts.push(i128::from(key.1));
+            ends.push(i128::from(self.end(key)));
             dims.push(strings.name(py, key.2));
             values.push(strings.name(py, key.3));
             finals.push(self.finals.contains(key));
-            late.push(int(py, *running));
+            late.push(*running);
             for (column, total) in measures.iter_mut().zip(&window.vector) {
-                column.push(int(py, *total));
+                column.push(*total);
             }
             match &window.values {
                 None => kept.iter_mut().for_each(|column| column.push(py.None())),
@@ -813,16 +836,16 @@ impl WindowStore {
         }
         drop(strings);
         self.forget_finals();
-        let measures = PyList::new(py, measures.into_iter().map(|c| PyList::new(py, c)));
+        let measures = PyList::new(py, measures.iter().map(|c| int_column(py, c)));
         let kept = PyList::new(py, kept.into_iter().map(|c| PyList::new(py, c)));
         Ok((
             PyList::new(py, labels),
-            PyList::new(py, starts),
-            PyList::new(py, ends),
+            int_column(py, &starts),
+            int_column(py, &ends),
             PyList::new(py, dims),
             PyList::new(py, values),
             PyList::new(py, finals),
-            PyList::new(py, late),
+            int_column(py, &late),
             measures,
             kept,
         )

@@ -24,7 +24,13 @@ from dataflows.contributions import VALUE_FACTS, Delta, Item, WindowDelta, Windo
 from dataflows.metrics import FACTS, Agg
 from dataflows.native_core import NativeCoreMissing, core_name, delta_factory, native_module
 from dataflows.settings import HealthSettings
-from dataflows.window_metrics import MetricWindows, PyWindowStore
+from dataflows.window_metrics import (
+    IntColumn,
+    MetricWindows,
+    PyWindowStore,
+    StoreColumns,
+    int_column,
+)
 from tests.strategies import streams
 from tests.stream_driver import run_stream
 
@@ -197,5 +203,35 @@ def test_both_stores_hand_out_their_rows_as_the_same_columns(
             store.add(delta, None)
             if watermark is not None:
                 store.finalize(watermark)
-        assert stores["native"].take_columns() == stores["python"].take_columns()
+        native, python = stores["native"].take_columns(), stores["python"].take_columns()
+        assert _as_lists(native) == python
+        _assert_int64_bytes_only_where_exact(native, python)
         assert stores["native"].export() == stores["python"].export()
+
+
+def _as_lists(columns: StoreColumns) -> StoreColumns:
+    """The native store's int64-bytes columns as the Python store's lists."""
+    labels, starts, ends, dims, values, finals, late, measures, kept = columns
+
+    def listed(column: IntColumn) -> list[int]:
+        return list(map(int, int_column(column)))
+
+    return (
+        labels,
+        listed(starts),
+        listed(ends),
+        dims,
+        values,
+        finals,
+        listed(late),
+        [listed(m) for m in measures],
+        kept,
+    )
+
+
+def _assert_int64_bytes_only_where_exact(native: StoreColumns, python: StoreColumns) -> None:
+    """Bytes exactly when every value of the column converts to a float64 exactly."""
+    pairs = [(native[p], python[p]) for p in (1, 2, 6)]  # starts, ends, late-open totals
+    for native_column, python_column in [*pairs, *zip(native[7], python[7], strict=True)]:
+        exact = all(abs(v) < 2**53 for v in python_column)
+        assert isinstance(native_column, bytes if exact else list)

@@ -46,7 +46,7 @@ __all__ = [
 #: Ints of at most this magnitude convert to float64 exactly.
 _EXACT = 2**53
 FloatColumn = np.ndarray
-#: A column of exact integers: Python ints, or int64 values below 2**53.
+#: A column of exact integers: Python ints, or int64 (the native store's).
 IntValues = Sequence[int] | np.ndarray
 
 
@@ -60,7 +60,7 @@ class ColumnTotals:
         late_open: IntValues,
     ) -> None:
         #: Measure -> one exact int per row: Python ints, or int64 (the
-        #: native store's columns, every value below 2**53 in magnitude).
+        #: native store's columns when every value fits).
         self.measures = measures
         #: Fact with ``keep_values`` -> per row its values (ascending), or None.
         self.values = values

@@ -166,8 +166,8 @@ class _Window:
 #: values per VALUE_FACTS slot (ascending) or None.
 StoreRow = tuple[str, int, int, str, str, bool, int, list[int], list[list[int]] | None]
 #: An integer column of a store's rows: a list of ints, or (the native store,
-#: when every value is below 2**53 in magnitude) their int64 bytes,
-#: little-endian -- no Python int per row (:func:`int_column`).
+#: when every value fits in an int64) their int64 bytes, little-endian -- no
+#: Python int per row (:func:`int_column`).
 IntColumn = list[int] | bytes
 #: The same rows as columns: labels, starts, ends, dimensions, values,
 #: is_final, running late-open totals, one column per measure (MEASURES

@@ -80,24 +80,19 @@ fn ints<'py>(py: Python<'py>, vector: &[i128]) -> &'py PyList {
     PyList::new(py, vector.iter().map(|v| int(py, *v)))
 }
 
-/// Below this magnitude an integer converts to a float64 exactly
-/// (`dataflows.formulas`, which computes the components in NumPy).
-const EXACT: i128 = 1 << 53;
-
 /// An integer column: its int64 bytes (little-endian, for `numpy.frombuffer`)
-/// when every value converts to a float64 exactly, else a list of Python
-/// ints.  A column of the bytes costs no Python object per row; the rare
-/// column holding a larger value stays exact, as the Python store's.
+/// when every value fits in an i64, else a list of Python ints.  A column of
+/// bytes costs no Python object per row; the rare column holding a larger
+/// value (sums are 128-bit) stays exact, as the Python store's.  Whether a
+/// column converts to float64 exactly is for `dataflows.formulas` to say.
 fn int_column(py: Python<'_>, column: &[i128]) -> PyObject {
-    if column.iter().all(|v| v.abs() < EXACT) {
-        let mut bytes = Vec::with_capacity(column.len() * 8);
-        for v in column {
-            // Exact: |v| < 2**53 fits in an i64.
-            bytes.extend_from_slice(&(*v as i64).to_le_bytes());
+    let small: Option<Vec<i64>> = column.iter().map(|v| i64::try_from(*v).ok()).collect();
+    match small {
+        Some(values) => {
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            PyBytes::new(py, &bytes).into()
         }
-        PyBytes::new(py, &bytes).into()
-    } else {
-        PyList::new(py, column.iter().map(|v| int(py, *v))).into()
+        None => PyList::new(py, column.iter().map(|v| int(py, *v))).into(),
     }
 }
 
@@ -794,8 +789,8 @@ impl WindowStore {
     /// Columns because the window step wants them: a tuple and a measure
     /// list per row, transposed in Python, were ~8% of it.  The integer
     /// columns (starts, ends, late_open, measures) are `int_column`s: int64
-    /// bytes unless a value is too large for a float64, so the window step
-    /// reads them into NumPy without a Python int per row and measure.
+    /// bytes unless a value does not fit, so the window step reads them into
+    /// NumPy without a Python int per row and measure.
     fn take_columns(&mut self, py: Python<'_>) -> PyResult<PyObject> {
         let selected = self.changed_in_order(py);
         let n = selected.len();

@@ -16,7 +16,7 @@ from dataflows.metrics import (
     compute_components,
 )
 from dataflows.settings import HealthSettings
-from dataflows.window_metrics import health_index, health_index_columns
+from dataflows.window_metrics import health_index, health_index_columns, int_column
 
 VALUE_FACT = "deviation"
 #: One window row: measure totals, kept values or None, running late-open total.
@@ -44,11 +44,18 @@ def _same(column: float, row: float | None) -> bool:
     return column == row
 
 
-def _column_totals(rows: list[_Row]) -> ColumnTotals:
+def _column_totals(rows: list[_Row], *, native: bool = False) -> ColumnTotals:
+    """The rows as the window step sees them; ``native``: the native store's int64 columns."""
+
+    def column(values: list[int]) -> list[int] | np.ndarray:
+        if native and all(-(2**63) <= v < 2**63 for v in values):
+            return int_column(np.array(values, dtype="<i8").tobytes())
+        return values
+
     return ColumnTotals(
-        {m: [r[0][i] for r in rows] for i, m in enumerate(MEASURES)},
+        {m: column([r[0][i] for r in rows]) for i, m in enumerate(MEASURES)},
         {VALUE_FACT: [r[1] for r in rows]},
-        [r[2] for r in rows],
+        column([r[2] for r in rows]),
     )
 
 
@@ -73,9 +80,16 @@ def test_columns_equal_rows_with_sums_too_large_for_floats(rows: list[_Row]) -> 
     _check(rows)
 
 
-def _check(rows: list[_Row]) -> None:
+@settings(max_examples=200, deadline=None)
+@given(_rows(_any))
+def test_columns_equal_rows_on_the_native_stores_int64_columns(rows: list[_Row]) -> None:
+    """int64 sums past 2**53 (and squares past 2**63) must still be exact Python."""
+    _check(rows, native=True)
+
+
+def _check(rows: list[_Row], *, native: bool = False) -> None:
     health = HealthSettings.load()
-    by_column = compute_component_columns(_column_totals(rows))
+    by_column = compute_component_columns(_column_totals(rows, native=native))
     index, used = health_index_columns(by_column, health)
     for i, row in enumerate(rows):
         by_row = compute_components(_row_totals(row))

@@ -10,7 +10,7 @@ and never needs to replay history.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
 from typing import Protocol
 
@@ -24,10 +24,13 @@ __all__ = [
     "Contribution",
     "Delta",
     "Item",
+    "NativeItems",
+    "OrderItems",
     "RowContribution",
     "WindowDelta",
     "WindowKey",
     "add_item_changes",
+    "as_tuples",
     "order_contribution",
     "order_items",
 ]
@@ -83,6 +86,28 @@ class RowContribution:
         self.vector, self.values = state
 
 
+#: One fact of an order with its dimension values resolved:
+#: (fact index in FACTS, event time us, dimension values in settings order, value).
+Item = tuple[int, int, tuple[str | None, ...], int]
+
+
+class NativeItems(Protocol):
+    """``orderhealth_native.Items``: an order's items kept in Rust (``Facts.items``)."""
+
+    def as_tuples(self) -> tuple[Item, ...]: ...
+
+    def __len__(self) -> int: ...
+
+
+#: An order's items as a window delta takes them.
+OrderItems = tuple[Item, ...] | NativeItems
+
+
+def as_tuples(items: OrderItems) -> tuple[Item, ...]:
+    """The items as Python tuples, whichever core made them."""
+    return items if isinstance(items, tuple) else items.as_tuples()
+
+
 class WindowDelta(Protocol):
     """What the stream needs of a set of window-row changes.
 
@@ -96,7 +121,7 @@ class WindowDelta(Protocol):
     @property
     def kept(self) -> Mapping[WindowKey, list[tuple[int, int, int]]]: ...
 
-    def apply(self, old: tuple[Item, ...], new: tuple[Item, ...]) -> None: ...
+    def apply(self, old: OrderItems, new: OrderItems) -> None: ...
 
     def drop_unchanged(self) -> None: ...
 
@@ -126,9 +151,9 @@ class Delta:
             vector = self.vectors[key] = [0] * _WIDTH
         return vector
 
-    def apply(self, old: tuple[Item, ...], new: tuple[Item, ...]) -> None:
+    def apply(self, old: OrderItems, new: OrderItems) -> None:
         """Add the row changes of one order's items from ``old`` to ``new``."""
-        add_item_changes(old, new, self)
+        add_item_changes(as_tuples(old), as_tuples(new), self)
 
     def expand(self, item: Item, sign: int) -> None:
         """Add ``sign`` times one (non-DISTINCT) fact to every row it lands in."""
@@ -212,12 +237,9 @@ def order_contribution(view: OrderView, settings: HealthSettings) -> Contributio
     return out
 
 
-#: One fact of an order with its dimension values resolved:
-#: (fact index in FACTS, event time us, dimension values in settings order, value).
-Item = tuple[int, int, tuple[str | None, ...], int]
-
-
-def order_items(view: OrderView, settings: HealthSettings) -> tuple[Item, ...]:
+def order_items(
+    view: OrderView, settings: HealthSettings, facts: Sequence[int] | None = None
+) -> tuple[Item, ...]:
     """Every fact of the order, with the dimension values in effect at its moment.
 
     The compact form of an order's contribution: the window rows follow from
@@ -225,11 +247,14 @@ def order_items(view: OrderView, settings: HealthSettings) -> tuple[Item, ...]:
     state keeps these (a few hundred bytes) instead of the expanded rows.
     Most facts of an order fall on a few moments (its events), so the
     dimension values are read once per moment and the tuple is shared.
+    ``facts``: only these fact indexes, ascending (the native core evaluates
+    the others: ``dataflows.native_core.items_maker``).
     """
     read_at = moment_reader(settings.dimensions, view)
     out: list[Item] = []
     at_moment: dict[int, tuple[str | None, ...]] = {}
-    for fact_index, (fact, _measures, _slot) in enumerate(_PLAN):
+    for fact_index in range(len(_PLAN)) if facts is None else facts:
+        fact = _PLAN[fact_index][0]
         for item in fact.stream(view):
             at = item.at_us
             dims_at = at if item.dims_at_us is None else item.dims_at_us

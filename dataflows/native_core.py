@@ -1,11 +1,12 @@
-"""Which core the stream runs: native window deltas and window store, or Python.
+"""Which core the stream runs: native facts, window deltas and window store, or Python.
 
-Fact expansion (one fact into a row change per window size and dimension)
-and the window totals were the largest per-row costs of the core in CPython.
-The ``orderhealth_native`` extension (``native/``, Rust) implements both
-behind the same interfaces (:class:`~dataflows.contributions.WindowDelta`,
-:class:`~dataflows.window_metrics.WindowStore`); the Python implementations
-stay the reference the tests hold it equal to.
+Fact expansion (one fact into a row change per window size and dimension),
+the window totals, and reading an order's facts from its view were the
+largest costs of the core in CPython.  The ``orderhealth_native`` extension
+(``native/``, Rust) implements them behind the same interfaces
+(:class:`~dataflows.contributions.WindowDelta`,
+:class:`~dataflows.window_metrics.WindowStore`, :func:`items_maker`); the
+Python implementations stay the reference the tests hold it equal to.
 
 ``ORDERHEALTH_CORE`` chooses: ``native``, ``python``, or unset (native when
 the extension is installed, else Python with a warning).  ``make install``
@@ -19,12 +20,24 @@ import os
 from collections.abc import Callable
 from functools import cache
 from types import ModuleType
+from typing import cast
 
-from dataflows.contributions import _PLAN, Delta, WindowDelta
-from dataflows.metrics import MEASURES
+from dataflows.contributions import _PLAN, Delta, OrderItems, WindowDelta, order_items
+from dataflows.dimensions import DIMENSION_READERS, Attribute, Constant, Timeline
+from dataflows.lifecycle import OrderView
+from dataflows.metrics import FACTS, MEASURES
+from dataflows.outcome import OutcomeStatus
 from dataflows.settings import HealthSettings
 
-__all__ = ["CORES", "NativeCoreMissing", "core_name", "delta_factory", "native_module"]
+__all__ = [
+    "CORES",
+    "NativeCoreMissing",
+    "core_name",
+    "delta_factory",
+    "items_maker",
+    "native_module",
+    "native_readers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +86,19 @@ def _warn_python_fallback() -> None:
     )
 
 
+def _installed() -> ModuleType:
+    native = native_module()
+    if native is None:
+        raise NativeCoreMissing("the orderhealth_native extension is not installed")
+    return native
+
+
 def delta_factory(settings: HealthSettings, core: str | None = None) -> Callable[[], WindowDelta]:
     """A maker of empty window deltas for ``settings``, of the chosen core."""
     core = core or core_name()
     if core == "python":
         return lambda: Delta(settings)
-    native = native_module()
-    if native is None:
-        raise NativeCoreMissing("the orderhealth_native extension is not installed")
+    native = _installed()
     plan = native.Plan(
         len(MEASURES),
         list(settings.window_sizes),
@@ -92,3 +110,45 @@ def delta_factory(settings: HealthSettings, core: str | None = None) -> Callable
     )
     maker: Callable[[], WindowDelta] = lambda: native.Delta(plan)  # noqa: E731
     return maker
+
+
+def items_maker(
+    settings: HealthSettings, core: str | None = None
+) -> Callable[[OrderView], OrderItems]:
+    """A maker of an order's items from its view (:func:`~dataflows.contributions.order_items`).
+
+    The native core evaluates the catalogue's built-in facts in Rust and keeps
+    the items there for its delta; a fact it does not know (a plugin's, or a
+    new one) is still evaluated in Python and handed in.  A dimension read by
+    anything but a plain :class:`Constant`, :class:`Attribute` or
+    :class:`Timeline` keeps every fact in Python.
+    """
+    core = core or core_name()
+    readers = native_readers(settings)
+    if core == "python" or readers is None:
+        return lambda view: order_items(view, settings)
+    native = _installed()
+    statuses = (OutcomeStatus.ON_TIME, OutcomeStatus.LATE, OutcomeStatus.CANCELLED)
+    kernel = native.Facts([fact.name for fact in FACTS], readers, statuses)
+    in_python: list[int] = kernel.python_facts()
+    if not in_python:
+        maker: Callable[[OrderView], OrderItems] = kernel.items
+        return maker
+    return lambda view: kernel.items(view, order_items(view, settings, in_python))
+
+
+def native_readers(settings: HealthSettings) -> list[tuple[str, str]] | None:
+    """Each dimension's reader as the native facts take it, or None if one is custom."""
+    out = []
+    for dim in settings.dimensions:
+        reader = DIMENSION_READERS[dim]
+        kind = type(reader)  # exactly: a subclass may read differently
+        if kind is Constant:
+            out.append(("constant", cast(Constant, reader).value))
+        elif kind is Attribute:
+            out.append(("attribute", cast(Attribute, reader).name))
+        elif kind is Timeline:
+            out.append(("timeline", cast(Timeline, reader).field))
+        else:
+            return None
+    return out

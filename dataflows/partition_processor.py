@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from dataflows.bronze_rows import BronzeRows
-from dataflows.contributions import Item, WindowDelta, order_items
+from dataflows.contributions import OrderItems, WindowDelta
 from dataflows.dwell_history import DwellHistory
 from dataflows.lifecycle import (
     EVENT_RANK,
@@ -32,7 +32,7 @@ from dataflows.lifecycle import (
     add_outlier_flags,
     derive_view,
 )
-from dataflows.native_core import delta_factory
+from dataflows.native_core import delta_factory, items_maker
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import to_us
 from dataflows.twin import lifecycle_values
@@ -88,8 +88,9 @@ class _Order:
         self.events: list[tuple[tuple[int, int, str], OrderEvent]] = []
         self.event_ids: set[str] = set()
         #: The order's facts with their dimension values: its contribution to
-        #: the windows in compact form (dataflows.contributions.order_items).
-        self.items: tuple[Item, ...] = ()
+        #: the windows in compact form (dataflows.contributions.order_items;
+        #: with the native core, kept in Rust).
+        self.items: OrderItems = ()
         self.dwells: tuple[Transition, ...] = ()
         #: Baselines this order's dwells were judged against, by (stage, end):
         #: a decision is final, even after the partition history moves on.
@@ -187,6 +188,7 @@ class PartitionProcessor:
         self.evicted: dict[str, int] = {}
         self._forget: list[tuple[int, str]] = []
         self._new_delta = delta_factory(settings)
+        self._items = items_maker(settings)
 
     # -- recovery ---------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -217,6 +219,7 @@ class PartitionProcessor:
         self.evicted = state.get("evicted", {})
         self._forget = state.get("forget", [])
         self._new_delta = delta_factory(self.settings)
+        self._items = items_maker(self.settings)
         # Between batches every order's view is up to date with the watermark
         # (all passed deadlines have fired), so its items are exactly what
         # deriving them again now gives.
@@ -224,7 +227,7 @@ class PartitionProcessor:
         for order_id, order in self.orders.items():
             view = _derive_view(order_id, order, self.settings, watermark)
             view = add_outlier_flags(view, self.settings, watermark, self._baseline_for(order_id))
-            order.items = order_items(view, self.settings)
+            order.items = self._items(view)
 
     @property
     def watermark_us(self) -> int | None:
@@ -396,7 +399,7 @@ class PartitionProcessor:
 
     def _apply(self, order_id: str, view: OrderView, delta: WindowDelta) -> None:
         order = self.orders[order_id]
-        items = order_items(view, self.settings)
+        items = self._items(view)
         delta.apply(order.items, items)
         order.items = items
         if view.next_deadline_us != order.deadline_us:

@@ -21,6 +21,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::AsPyPointer;
 
+mod facts;
+use facts::{Facts, Items};
+
 /// Window size label, window start (us), dimension, dimension value; strings
 /// are ids in the process-wide [`Interner`].
 type Key = (u32, i64, u32, u32);
@@ -185,6 +188,17 @@ impl DimValues {
         self.by_object.insert(address, index);
         Ok(index)
     }
+
+    /// The index of a tuple already read as string ids.
+    fn index_ids(&mut self, ids: &[u32]) -> usize {
+        if let Some(index) = self.by_ids.get(ids) {
+            return *index;
+        }
+        let next = self.tuples.len();
+        self.by_ids.insert(ids.to_vec(), next);
+        self.tuples.push(ids.to_vec());
+        next
+    }
 }
 
 /// Additive changes of an order at one moment under one tuple of dimension
@@ -219,6 +233,34 @@ fn parse_items(
             at: item.get_item(1)?.extract()?,
             dims: dims.index(plan, strings, item.get_item(2)?.downcast()?)?,
             value: item.get_item(3)?.extract()?,
+        });
+    }
+    Ok(out)
+}
+
+/// An order's items: native [`Items`] (from `Facts.items`) or a tuple of
+/// Python items.
+fn read_items(
+    plan: &PlanData,
+    strings: &mut Interner,
+    dims: &mut DimValues,
+    items: &PyAny,
+) -> PyResult<Vec<Item>> {
+    let native = match items.extract::<PyRef<Items>>() {
+        Ok(native) => native,
+        Err(_) => return parse_items(plan, strings, dims, items.downcast()?),
+    };
+    let indexes: Vec<usize> = native.dims.iter().map(|ids| dims.index_ids(ids)).collect();
+    let mut out = Vec::with_capacity(native.items.len());
+    for &(fact, at, index, value) in &native.items {
+        if fact >= plan.facts.len() {
+            return Err(PyValueError::new_err("fact index out of range"));
+        }
+        out.push(Item {
+            fact,
+            at,
+            dims: indexes[index],
+            value,
         });
     }
     Ok(out)
@@ -448,14 +490,14 @@ impl Delta {
     /// known dimension value; for a DISTINCT fact, which counts an order once
     /// per row, the rows the order has it in are compared before and after,
     /// in the windows of its changed items.
-    fn apply(&mut self, old: &PyTuple, new: &PyTuple) -> PyResult<()> {
+    fn apply(&mut self, old: &PyAny, new: &PyAny) -> PyResult<()> {
         let plan = self.plan()?;
         let mut dims = DimValues::default();
         let (old, new) = {
             let mut strings = interner();
             (
-                parse_items(&plan, &mut strings, &mut dims, old)?,
-                parse_items(&plan, &mut strings, &mut dims, new)?,
+                read_items(&plan, &mut strings, &mut dims, old)?,
+                read_items(&plan, &mut strings, &mut dims, new)?,
             )
         };
         if old == new {
@@ -922,5 +964,7 @@ fn orderhealth_native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
     m.add_class::<Plan>()?;
     m.add_class::<Delta>()?;
     m.add_class::<WindowStore>()?;
+    m.add_class::<Facts>()?;
+    m.add_class::<Items>()?;
     Ok(())
 }

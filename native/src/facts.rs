@@ -74,12 +74,23 @@ enum Reader {
     Timeline(Py<PyString>),
 }
 
-/// An order's items: `(fact index, at us, index into dims, value)`, and the
-/// distinct tuples of dimension values (interned ids, [`NONE`] for None).
+/// One item: the Python tuple `(fact index, at us, dimension values,
+/// value)`, with the values as an index into [`Items::dims`].  24 bytes: the
+/// hot state keeps one per fact of every open order.
+#[derive(Clone, Copy)]
+pub(crate) struct Item {
+    pub(crate) at: i64,
+    pub(crate) value: i64,
+    pub(crate) fact: u32,
+    pub(crate) dims: u32,
+}
+
+/// An order's items, and their distinct tuples of dimension values
+/// (interned ids, [`NONE`] for None).  Boxed slices: no spare capacity.
 #[pyclass(module = "orderhealth_native", frozen)]
 pub(crate) struct Items {
-    pub(crate) items: Vec<(usize, i64, usize, i64)>,
-    pub(crate) dims: Vec<Vec<u32>>,
+    pub(crate) items: Box<[Item]>,
+    pub(crate) dims: Box<[Box<[u32]>]>,
 }
 
 #[pymethods]
@@ -101,8 +112,9 @@ impl Items {
                 PyTuple::new(py, values).into()
             })
             .collect();
-        let items = self.items.iter().map(|(fact, at, index, value)| {
-            (*fact, *at, dims[*index].clone_ref(py), *value).into_py(py)
+        let items = self.items.iter().map(|item| {
+            let values = dims[item.dims as usize].clone_ref(py);
+            (item.fact, item.at, values, item.value).into_py(py)
         });
         PyTuple::new(py, items.collect::<Vec<PyObject>>()).into()
     }
@@ -423,7 +435,7 @@ impl Facts {
                 if ids.len() != self.readers.len() {
                     return Err(PyValueError::new_err("one dimension value per dimension"));
                 }
-                items.push((fact, at, index_of(&mut dims, ids), value));
+                items.push(item(fact, at, index_of(&mut dims, ids), value)?);
                 continue;
             }
             let index = match moments.iter().find(|(m, _)| *m == moment) {
@@ -452,10 +464,23 @@ impl Facts {
                     index
                 }
             };
-            items.push((fact, at, index, value));
+            items.push(item(fact, at, index, value)?);
         }
-        Ok(Items { items, dims })
+        Ok(Items {
+            items: items.into_boxed_slice(),
+            dims: dims.into_iter().map(Vec::into_boxed_slice).collect(),
+        })
     }
+}
+
+fn item(fact: usize, at: i64, dims: usize, value: i64) -> PyResult<Item> {
+    let narrow = |n: usize| u32::try_from(n).map_err(|_| PyValueError::new_err("too many facts"));
+    Ok(Item {
+        at,
+        value,
+        fact: narrow(fact)?,
+        dims: narrow(dims)?,
+    })
 }
 
 /// The index of `ids` in `dims`, added if new (an order has a handful).

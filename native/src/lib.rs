@@ -250,17 +250,21 @@ fn read_items(
         Ok(native) => native,
         Err(_) => return parse_items(plan, strings, dims, items.downcast()?),
     };
+    if native.dims.iter().any(|ids| ids.len() != plan.dims.len()) {
+        return Err(PyValueError::new_err("one dimension value per dimension"));
+    }
     let indexes: Vec<usize> = native.dims.iter().map(|ids| dims.index_ids(ids)).collect();
     let mut out = Vec::with_capacity(native.items.len());
-    for &(fact, at, index, value) in &native.items {
+    for item in native.items.iter() {
+        let fact = item.fact as usize;
         if fact >= plan.facts.len() {
             return Err(PyValueError::new_err("fact index out of range"));
         }
         out.push(Item {
             fact,
-            at,
-            dims: indexes[index],
-            value,
+            at: item.at,
+            dims: indexes[item.dims as usize],
+            value: item.value,
         });
     }
     Ok(out)

@@ -127,3 +127,12 @@ def _delivered_order() -> list[OrderEvent]:
         event("SHIPPED", "O1", at(5)),
         event("DELIVERED", "O1", at(20)),
     ]
+
+
+@needs_native
+def test_a_delta_refuses_items_read_with_other_dimensions() -> None:
+    assert native is not None
+    view = derive_view("O1", sort_events(_delivered_order()), SETTINGS, None)
+    kernel = native.Facts([f.name for f in FACTS], [("constant", "all")], STATUSES)
+    with pytest.raises(ValueError, match="one dimension value per dimension"):
+        delta_factory(SETTINGS, "native")().apply((), kernel.items(view))

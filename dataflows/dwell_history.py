@@ -26,6 +26,18 @@ class DwellHistory:
         #: (stage, hour start) -> order id -> dwell (us)
         self._buckets: dict[tuple[str, int], dict[str, int]] = {}
         self._cache: dict[tuple[str, int], Baseline | None] = {}
+        #: (stage, hour start) -> the bucket's dwells as an array, until it changes.
+        #: Consecutive hours' baselines share all but one of their buckets, and
+        #: gathering every dwell again in Python was half a baseline's cost.
+        self._arrays: dict[tuple[str, int], NDArray[np.int64]] = {}
+
+    def __getstate__(self) -> dict[str, object]:
+        # The arrays are derivable from the buckets: snapshots leave them out.
+        return {k: v for k, v in self.__dict__.items() if k != "_arrays"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._arrays = {}
 
     def _bucket(self, end_us: int) -> int:
         return end_us - end_us % self.settings.bucket_us
@@ -36,13 +48,19 @@ class DwellHistory:
         """Swap an order's completed dwells for their new values."""
         if old == new:
             return
+        arrays = self._arrays
         for t in old:
-            bucket = self._buckets.get((t.stage, self._bucket(t.end_us)))
+            key = (t.stage, self._bucket(t.end_us))
+            bucket = self._buckets.get(key)
             if bucket is not None:
                 bucket.pop(order_id, None)
+                if arrays:
+                    arrays.pop(key, None)
         for t in new:
             key = (t.stage, self._bucket(t.end_us))
             self._buckets.setdefault(key, {})[order_id] = t.dwell_us
+            if arrays:
+                arrays.pop(key, None)
 
     def baseline(self, stage: str, end_us: int) -> Baseline | None:
         hour = self._bucket(end_us)
@@ -50,18 +68,18 @@ class DwellHistory:
         if key in self._cache:
             return self._cache[key]
         step = self.settings.bucket_us
-        dwells = [
-            dwell
+        parts = [
+            self._array((stage, start))
             for start in range(hour - self.settings.history_us, hour, step)
-            for dwell in self._buckets.get((stage, start), {}).values()
+            if (stage, start) in self._buckets
         ]
+        ordered = np.sort(np.concatenate(parts)) if parts else np.empty(0, np.int64)
         result = None
-        if dwells:
-            ordered = np.sort(np.array(dwells, dtype=np.int64))
+        if len(ordered):
             middle = float(_middle(ordered))
             deviations = np.abs(ordered.astype(np.float64) - middle)
             deviations.sort()
-            result = Baseline(middle, float(_middle(deviations)), len(dwells))
+            result = Baseline(middle, float(_middle(deviations)), len(ordered))
         self._cache[key] = result
         return result
 
@@ -72,6 +90,15 @@ class DwellHistory:
             del self._buckets[key]
         for key in [k for k in self._cache if k[1] < horizon]:
             del self._cache[key]
+        for key in [k for k in self._arrays if k[1] < horizon]:
+            del self._arrays[key]
+
+    def _array(self, key: tuple[str, int]) -> NDArray[np.int64]:
+        array = self._arrays.get(key)
+        if array is None:
+            bucket = self._buckets[key]
+            array = self._arrays[key] = np.fromiter(bucket.values(), np.int64, len(bucket))
+        return array
 
 
 def _middle(ordered: NDArray[np.int64] | NDArray[np.float64]) -> int | float:

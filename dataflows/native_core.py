@@ -15,13 +15,18 @@ builds the extension; see ``native/README.md``.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import io
 import logging
 import os
+import tokenize
 from collections.abc import Callable
 from functools import cache
 from types import ModuleType
-from typing import cast
+from typing import Any, cast
 
+from dataflows import metrics
 from dataflows.contributions import _PLAN, Delta, OrderItems, WindowDelta, order_items
 from dataflows.dimensions import DIMENSION_READERS, Attribute, Constant, Timeline
 from dataflows.lifecycle import OrderView
@@ -31,10 +36,13 @@ from dataflows.settings import HealthSettings
 
 __all__ = [
     "CORES",
+    "NATIVE_FACTS_OF",
     "NativeCoreMissing",
     "core_name",
     "delta_factory",
+    "facts_fingerprint",
     "items_maker",
+    "native_facts",
     "native_module",
     "native_readers",
 ]
@@ -112,6 +120,63 @@ def delta_factory(settings: HealthSettings, core: str | None = None) -> Callable
     return maker
 
 
+#: The fingerprint (:func:`facts_fingerprint`) of the built-in facts'
+#: definitions that ``native/src/facts.rs`` implements.  When the facts
+#: section of ``dataflows/metrics.py`` changes, the native core evaluates every
+#: fact in Python (and says so) until the twin is checked against it and this
+#: is updated: ``tests/unit/test_native_facts.py`` does the checking and names
+#: the new value.
+NATIVE_FACTS_OF = "58663f7b9ff23e68"
+
+
+def facts_fingerprint() -> str:
+    """A hash of the facts section of ``dataflows/metrics.py``, comments and layout aside.
+
+    The native twin of the built-in facts must not silently keep an old
+    definition: any change to a fact's stream function, a helper it calls or
+    the catalogue itself changes this.
+    """
+    source = inspect.getsource(metrics)
+    section = source[source.index("# -- facts --") : source.index("def _plugins(")]
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE}
+    tokens = [
+        f"{token.type}:{token.string}"
+        for token in tokenize.generate_tokens(io.StringIO(section).readline)
+        if token.type not in skip
+    ]
+    return hashlib.sha256("\n".join(tokens).encode()).hexdigest()[:16]
+
+
+@cache
+def _native_facts_current() -> bool:
+    try:
+        current = facts_fingerprint() == NATIVE_FACTS_OF
+    except (OSError, ValueError):  # no source to read (a frozen install)
+        current = False
+    if current:
+        return True
+    log.warning(
+        "the built-in facts in dataflows/metrics.py changed since native/src/facts.rs was "
+        "checked against them: every fact is evaluated in Python (slower) until "
+        "tests/unit/test_native_facts.py passes and NATIVE_FACTS_OF is updated"
+    )
+    return False
+
+
+def native_facts(settings: HealthSettings) -> Any | None:
+    """The native facts (``orderhealth_native.Facts``) for ``settings``, or None.
+
+    None when a dimension is read by anything but a plain :class:`Constant`,
+    :class:`Attribute` or :class:`Timeline`.  Facts it does not know by name
+    it leaves to Python (``python_facts()``).
+    """
+    readers = native_readers(settings)
+    if readers is None:
+        return None
+    statuses = (OutcomeStatus.ON_TIME, OutcomeStatus.LATE, OutcomeStatus.CANCELLED)
+    return _installed().Facts([fact.name for fact in FACTS], readers, statuses)
+
+
 def items_maker(
     settings: HealthSettings, core: str | None = None
 ) -> Callable[[OrderView], OrderItems]:
@@ -119,17 +184,14 @@ def items_maker(
 
     The native core evaluates the catalogue's built-in facts in Rust and keeps
     the items there for its delta; a fact it does not know (a plugin's, or a
-    new one) is still evaluated in Python and handed in.  A dimension read by
-    anything but a plain :class:`Constant`, :class:`Attribute` or
-    :class:`Timeline` keeps every fact in Python.
+    new one) is still evaluated in Python and handed in.  Every fact stays in
+    Python with the Python core, with a custom dimension reader, or when the
+    built-in facts changed since their twin was checked (:data:`NATIVE_FACTS_OF`).
     """
     core = core or core_name()
-    readers = native_readers(settings)
-    if core == "python" or readers is None:
+    kernel = None if core == "python" or not _native_facts_current() else native_facts(settings)
+    if kernel is None:
         return lambda view: order_items(view, settings)
-    native = _installed()
-    statuses = (OutcomeStatus.ON_TIME, OutcomeStatus.LATE, OutcomeStatus.CANCELLED)
-    kernel = native.Facts([fact.name for fact in FACTS], readers, statuses)
     in_python: list[int] = kernel.python_facts()
     if not in_python:
         maker: Callable[[OrderView], OrderItems] = kernel.items

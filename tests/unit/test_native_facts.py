@@ -14,11 +14,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dataflows import native_core
 from dataflows.contributions import Delta, OrderItems, as_tuples, order_items
 from dataflows.dimensions import DIMENSION_READERS
 from dataflows.lifecycle import Baseline, OrderView, add_outlier_flags, derive_view, sort_events
 from dataflows.metrics import FACTS
-from dataflows.native_core import delta_factory, items_maker, native_module, native_readers
+from dataflows.native_core import (
+    NATIVE_FACTS_OF,
+    delta_factory,
+    facts_fingerprint,
+    items_maker,
+    native_facts,
+    native_module,
+    native_readers,
+)
 from dataflows.outcome import OutcomeStatus
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import to_us
@@ -50,10 +59,37 @@ def views(draw: st.DrawFn) -> OrderView:
 @settings(max_examples=400, deadline=None)
 @given(view=views())
 def test_native_items_equal_the_catalogues(view: OrderView) -> None:
-    native_items = items_maker(SETTINGS, "native")(view)
-    assert not isinstance(native_items, tuple), "the native core keeps the items in Rust"
+    kernel = native_facts(SETTINGS)
+    assert kernel is not None and kernel.python_facts() == []
+    native_items = kernel.items(view)
     assert native_items.as_tuples() == order_items(view, SETTINGS)
     assert len(native_items) == len(order_items(view, SETTINGS))
+
+
+def test_the_native_facts_were_checked_against_this_catalogue() -> None:
+    """The fingerprint names the facts' definitions the equality tests above passed on."""
+    assert facts_fingerprint() == NATIVE_FACTS_OF, (
+        "the facts section of dataflows/metrics.py changed, so the native core now "
+        "evaluates every fact in Python.  Make native/src/facts.rs match it (or leave a "
+        "new fact to Python: it needs no Rust), run this file's equality tests, then set "
+        f"dataflows.native_core.NATIVE_FACTS_OF = {facts_fingerprint()!r}"
+    )
+
+
+@needs_native
+def test_changed_facts_run_in_python_until_their_twin_is_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    view = derive_view("O1", sort_events(_delivered_order()), SETTINGS, None)
+    assert not isinstance(items_maker(SETTINGS, "native")(view), tuple)
+    monkeypatch.setattr(native_core, "NATIVE_FACTS_OF", "another catalogue")
+    native_core._native_facts_current.cache_clear()
+    try:
+        items = items_maker(SETTINGS, "native")(view)
+    finally:
+        monkeypatch.undo()
+        native_core._native_facts_current.cache_clear()
+    assert isinstance(items, tuple) and items == order_items(view, SETTINGS)
 
 
 @needs_native

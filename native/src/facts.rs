@@ -263,126 +263,26 @@ impl Facts {
     #[args(extra = "None")]
     fn items(&self, py: Python<'_>, view: &PyAny, extra: Option<&PyTuple>) -> PyResult<Items> {
         let v = View::read(py, view)?;
+        let outcome = self.outcome(py, &v)?;
         // (fact, at, value, dimensions' moment)
         let mut raw: Vec<(usize, i64, i64, i64)> = Vec::new();
         let mut extra_items = extra.map(|t| t.iter()).into_iter().flatten().peekable();
         let mut python_dims: Vec<(usize, &PyTuple)> = Vec::new();
-        let status = v.status;
-        let is_cancelled = status.is(&self.cancelled);
-        let delivered = v.stage(py, "DELIVERED")?;
-        let delivered_kept = if is_cancelled || !v.created_by(delivered) {
-            None
-        } else {
-            delivered
-        };
         for (index, fact) in self.facts.iter().enumerate() {
-            let mut push = |at: i64, value: i64| raw.push((index, at, value, at));
-            match fact {
-                Builtin::Created => {
-                    if let Some(at) = v.created {
-                        push(at, 1);
-                    }
+            if !matches!(fact, Builtin::Python) {
+                let mut push = |at, value, moment| raw.push((index, at, value, moment));
+                self.builtin(py, fact, &v, &outcome, &mut push)?;
+                continue;
+            }
+            while let Some(item) = extra_items.peek() {
+                let item: &PyTuple = item.downcast()?;
+                if item.get_item(0)?.extract::<usize>()? != index {
+                    break;
                 }
-                Builtin::Resolved => {
-                    let on_time = status.is(&self.on_time);
-                    if (on_time || status.is(&self.late)) && v.created_by(v.resolved) {
-                        push(v.resolved.unwrap_or_default(), i64::from(on_time));
-                    }
-                }
-                Builtin::Delivered => {
-                    if let Some(at) = delivered_kept {
-                        push(at, 1);
-                    }
-                }
-                Builtin::Deviation => {
-                    if let (Some(at), Some(promise)) = (delivered_kept, v.first_promise) {
-                        push(at, at - promise);
-                    }
-                }
-                Builtin::Cancelled => {
-                    if is_cancelled && v.created_by(v.resolved) {
-                        push(v.resolved.unwrap_or_default(), 1);
-                    }
-                }
-                Builtin::Shipped => {
-                    if let Some(at) = v.stage(py, "SHIPPED")? {
-                        if let Some(warehouse) = value_at(&v.warehouse_timeline, at) {
-                            let same = warehouse.rich_compare(v.first_warehouse, CompareOp::Eq)?;
-                            push(at, i64::from(same.is_true()?));
-                        }
-                    }
-                }
-                Builtin::Cycle => {
-                    if let (Some(at), Some(created)) = (delivered_kept, v.created) {
-                        push(at, at - created);
-                    }
-                }
-                Builtin::SinceCreated(stage) => {
-                    let at = match v.stage_us.get_item(stage.as_ref(py)) {
-                        Some(at) => Some(at.extract::<i64>()?),
-                        None => None,
-                    };
-                    if let (Some(at), Some(created)) = (at, v.created) {
-                        if created <= at {
-                            push(at, at - created);
-                        }
-                    }
-                }
-                Builtin::Transition => {
-                    let transitions: &PyTuple =
-                        view.getattr(intern!(py, "transitions"))?.downcast()?;
-                    for transition in transitions.iter() {
-                        let sla: Option<i64> =
-                            transition.getattr(intern!(py, "sla_us"))?.extract()?;
-                        if let Some(sla) = sla {
-                            let end: i64 = transition.getattr(intern!(py, "end_us"))?.extract()?;
-                            let start: i64 =
-                                transition.getattr(intern!(py, "start_us"))?.extract()?;
-                            push(end, i64::from(end - start > sla));
-                        }
-                    }
-                }
-                Builtin::Active | Builtin::Anomalous => {
-                    if matches!(fact, Builtin::Active) {
-                        let times: &PyTuple =
-                            view.getattr(intern!(py, "event_times"))?.downcast()?;
-                        for at in times.iter() {
-                            push(at.extract()?, 1);
-                        }
-                    }
-                    let flags: &PyTuple = view.getattr(intern!(py, "flags"))?.downcast()?;
-                    for flag in flags.iter() {
-                        push(flag.getattr(intern!(py, "at_us"))?.extract()?, 1);
-                    }
-                }
-                Builtin::LateOpenIn | Builtin::LateOpenOut => {
-                    if !status.is(&self.late) || !v.created_by(v.first_promise) {
-                        continue;
-                    }
-                    let promise = v.first_promise.unwrap_or_default();
-                    if matches!(fact, Builtin::LateOpenIn) {
-                        push(promise, 1);
-                    } else if let Some(end) = [delivered, v.cancelled].into_iter().flatten().min() {
-                        raw.push((index, end, 1, promise));
-                    }
-                }
-                Builtin::Python => {
-                    while let Some(item) = extra_items.peek() {
-                        let item: &PyTuple = item.downcast()?;
-                        let fact: usize = item.get_item(0)?.extract()?;
-                        if fact != index {
-                            break;
-                        }
-                        python_dims.push((raw.len(), item.get_item(2)?.downcast()?));
-                        raw.push((
-                            index,
-                            item.get_item(1)?.extract()?,
-                            item.get_item(3)?.extract()?,
-                            0,
-                        ));
-                        extra_items.next();
-                    }
-                }
+                python_dims.push((raw.len(), item.get_item(2)?.downcast()?));
+                let (at, value) = (item.get_item(1)?.extract()?, item.get_item(3)?.extract()?);
+                raw.push((index, at, value, 0));
+                extra_items.next();
             }
         }
         if extra_items.peek().is_some() {
@@ -394,7 +294,135 @@ impl Facts {
     }
 }
 
+/// What several facts read of the order's outcome alike.
+struct OutcomeFacts {
+    on_time: bool,
+    late: bool,
+    cancelled: bool,
+    delivered: Option<i64>,
+    /// Delivery time of an order not cancelled before resolving (`_delivered_kept`).
+    delivered_kept: Option<i64>,
+}
+
 impl Facts {
+    fn outcome(&self, py: Python<'_>, v: &View<'_>) -> PyResult<OutcomeFacts> {
+        let cancelled = v.status.is(&self.cancelled);
+        let delivered = v.stage(py, "DELIVERED")?;
+        Ok(OutcomeFacts {
+            on_time: v.status.is(&self.on_time),
+            late: v.status.is(&self.late),
+            cancelled,
+            delivered,
+            delivered_kept: delivered.filter(|_| !cancelled && v.created_by(delivered)),
+        })
+    }
+
+    /// One built-in fact's items, as `push(at, value, dimensions' moment)`:
+    /// the twin of its `stream` function in `dataflows/metrics.py`.
+    fn builtin(
+        &self,
+        py: Python<'_>,
+        fact: &Builtin,
+        v: &View<'_>,
+        o: &OutcomeFacts,
+        push: &mut impl FnMut(i64, i64, i64),
+    ) -> PyResult<()> {
+        let view = v.view;
+        match fact {
+            Builtin::Created => {
+                if let Some(at) = v.created {
+                    push(at, 1, at);
+                }
+            }
+            Builtin::Resolved => {
+                if let (true, Some(at)) = (o.on_time || o.late, v.resolved) {
+                    if v.created_by(Some(at)) {
+                        push(at, i64::from(o.on_time), at);
+                    }
+                }
+            }
+            Builtin::Delivered => {
+                if let Some(at) = o.delivered_kept {
+                    push(at, 1, at);
+                }
+            }
+            Builtin::Deviation => {
+                if let (Some(at), Some(promise)) = (o.delivered_kept, v.first_promise) {
+                    push(at, at - promise, at);
+                }
+            }
+            Builtin::Cancelled => {
+                if let (true, Some(at)) = (o.cancelled, v.resolved) {
+                    if v.created_by(Some(at)) {
+                        push(at, 1, at);
+                    }
+                }
+            }
+            Builtin::Shipped => {
+                if let Some(at) = v.stage(py, "SHIPPED")? {
+                    if let Some(warehouse) = value_at(&v.warehouse_timeline, at) {
+                        let same = warehouse.rich_compare(v.first_warehouse, CompareOp::Eq)?;
+                        push(at, i64::from(same.is_true()?), at);
+                    }
+                }
+            }
+            Builtin::Cycle => {
+                if let (Some(at), Some(created)) = (o.delivered_kept, v.created) {
+                    push(at, at - created, at);
+                }
+            }
+            Builtin::SinceCreated(stage) => {
+                let at = match v.stage_us.get_item(stage.as_ref(py)) {
+                    Some(at) => Some(at.extract::<i64>()?),
+                    None => None,
+                };
+                if let (Some(at), Some(created)) = (at, v.created) {
+                    if created <= at {
+                        push(at, at - created, at);
+                    }
+                }
+            }
+            Builtin::Transition => {
+                let transitions: &PyTuple = view.getattr(intern!(py, "transitions"))?.downcast()?;
+                for transition in transitions.iter() {
+                    let sla: Option<i64> = transition.getattr(intern!(py, "sla_us"))?.extract()?;
+                    if let Some(sla) = sla {
+                        let end: i64 = transition.getattr(intern!(py, "end_us"))?.extract()?;
+                        let start: i64 = transition.getattr(intern!(py, "start_us"))?.extract()?;
+                        push(end, i64::from(end - start > sla), end);
+                    }
+                }
+            }
+            Builtin::Active | Builtin::Anomalous => {
+                if matches!(fact, Builtin::Active) {
+                    let times: &PyTuple = view.getattr(intern!(py, "event_times"))?.downcast()?;
+                    for at in times.iter() {
+                        let at = at.extract()?;
+                        push(at, 1, at);
+                    }
+                }
+                let flags: &PyTuple = view.getattr(intern!(py, "flags"))?.downcast()?;
+                for flag in flags.iter() {
+                    let at = flag.getattr(intern!(py, "at_us"))?.extract()?;
+                    push(at, 1, at);
+                }
+            }
+            Builtin::LateOpenIn | Builtin::LateOpenOut => {
+                let promise = match v.first_promise {
+                    Some(promise) if o.late && v.created_by(Some(promise)) => promise,
+                    _ => return Ok(()),
+                };
+                if matches!(fact, Builtin::LateOpenIn) {
+                    push(promise, 1, promise);
+                } else if let Some(end) = [o.delivered, v.cancelled].into_iter().flatten().min() {
+                    push(end, 1, promise); // dimensions as at the promise
+                }
+            }
+            Builtin::Python => {}
+        }
+        Ok(())
+    }
+
     /// Items with their dimension values read at each distinct moment once.
     fn resolve_dims(
         &self,

@@ -14,8 +14,7 @@ event older than the watermark at arrival is *too late*: it is kept in bronze
 from __future__ import annotations
 
 import heapq
-import operator
-from bisect import insort
+from bisect import bisect_right
 from typing import Any
 
 import msgspec
@@ -82,10 +81,15 @@ class _Order:
         "last_event_us",
         "last_offset",
         "terminal",
+        "times",
     )
 
     def __init__(self) -> None:
-        self.events: list[tuple[tuple[int, int, str], OrderEvent]] = []
+        #: Accepted events in :func:`~dataflows.lifecycle.sort_events` order,
+        #: and their times in us (parallel lists, not a (sort key, event)
+        #: pair per event: two tuples less per event of every open order).
+        self.events: list[OrderEvent] = []
+        self.times: list[int] = []
         self.event_ids: set[str] = set()
         #: The order's facts with their dimension values: its contribution to
         #: the windows in compact form (dataflows.contributions.order_items;
@@ -114,6 +118,7 @@ class _Order:
         # out; PartitionProcessor rebuilds them.
         return (
             self.events,
+            self.times,
             self.event_ids,
             self.dwells,
             self.baselines,
@@ -135,8 +140,12 @@ class _Order:
             state = (*state, last, done)
         if len(state) == 9:  # before first_seen_us: the earliest event stands in
             state = (*state, min(to_us(e.event_time) for _, e in state[0]))
+        if len(state) == 10:  # events as (sort key, event) pairs
+            pairs = state[0]
+            state = ([e for _, e in pairs], [key[0] for key, _ in pairs], *state[1:])
         (
             self.events,
+            self.times,
             self.event_ids,
             self.dwells,
             self.baselines,
@@ -157,14 +166,13 @@ EVENT_ID_CONFLICT = "event_id_conflict"
 #: (finished long ago): kept, flagged is_late, left to a restatement.
 ORDER_EVICTED = "order_evicted"
 _TERMINAL = frozenset({Delivered, Cancelled})
-_sort_key_of = operator.itemgetter(0)
 
 
 def _conflicts(order: _Order | None, event: OrderEvent) -> bool:
     """A redelivered event id with a different payload (a producer bug or tampering)."""
     if order is None:
         return False
-    for _key, first in order.events:
+    for first in order.events:
         if first.event_id == event.event_id:
             return bool(first != event)
     return False
@@ -280,12 +288,7 @@ class PartitionProcessor:
                 order = self.orders[order_id] = _Order()
                 order.first_seen_us = at
             order.event_ids.add(event.event_id)
-            entry = (sort_key(event, at), event)
-            events = order.events
-            if not events or events[-1][0] <= entry[0]:
-                events.append(entry)  # nearly always: an order's events come in order
-            else:
-                insort(events, entry, key=_sort_key_of)
+            _insert(order, event, at)
             order.last_offset = item.offset
             if at > order.last_event_us:
                 order.last_event_us = at
@@ -419,17 +422,27 @@ class PartitionProcessor:
 def _derive_view(
     order_id: str, order: _Order, settings: HealthSettings, watermark: int | None
 ) -> OrderView:
-    """The order's view, with the event times its sort keys already hold."""
-    events = order.events
-    return derive_view(
-        order_id,
-        [event for _, event in events],
-        settings,
-        watermark,
-        times=[key[0] for key, _ in events],
-    )
+    """The order's view, with the event times it already holds."""
+    return derive_view(order_id, order.events, settings, watermark, times=order.times)
 
 
-def sort_key(event: OrderEvent, at_us: int) -> tuple[int, int, str]:
-    """Same order as :func:`dataflows.lifecycle.sort_events`, precomputed."""
+def _insert(order: _Order, event: OrderEvent, at_us: int) -> None:
+    """Add an accepted event in :func:`dataflows.lifecycle.sort_events` order."""
+    events, times = order.events, order.times
+    if (
+        not times
+        or times[-1] < at_us
+        or _sort_key(events[-1], times[-1]) <= _sort_key(event, at_us)
+    ):
+        events.append(event)  # nearly always: an order's events come in order
+        times.append(at_us)
+        return
+    key = _sort_key(event, at_us)
+    index = bisect_right(range(len(events)), key, key=lambda i: _sort_key(events[i], times[i]))
+    events.insert(index, event)
+    times.insert(index, at_us)
+
+
+def _sort_key(event: OrderEvent, at_us: int) -> tuple[int, int, str]:
+    """Same order as :func:`dataflows.lifecycle.sort_events`."""
     return (at_us, EVENT_RANK[event.event_type], event.event_id)

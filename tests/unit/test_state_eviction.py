@@ -10,6 +10,7 @@ phantom order; the window totals are untouched by eviction.
 from __future__ import annotations
 
 import pickle
+import random
 from pathlib import Path
 
 import msgspec
@@ -17,13 +18,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dataflows.lifecycle import EVENT_RANK, sort_events
 from dataflows.partition_processor import ORDER_EVICTED, PartitionProcessor, SourcedEvent
 from dataflows.settings import DEFAULT_CONFIG_PATH, HealthSettings, SettingsError
 from dataflows.timeutil import to_us
 from dataflows.window_metrics import MetricWindows
 from schemas.events import OrderEvent
 from tests.factories import at, event
-from tests.strategies import streams
+from tests.strategies import lifecycle, streams
 
 HOUR = 3_600_000_000
 SETTINGS = msgspec.structs.replace(
@@ -184,3 +186,35 @@ def test_an_orders_first_seen_time_is_its_first_accepted_event_and_never_moves()
     assert part.processor.orders["A"].first_seen_us == to_us(at(30))
     (row,) = result.lifecycle
     assert row["first_seen_at"] == to_us(at(30))
+
+
+@settings(max_examples=100, deadline=None)
+@given(events=lifecycle("A"), order=st.randoms(use_true_random=False))
+def test_an_orders_events_stay_in_event_time_order_whatever_the_arrival_order(
+    events: list[OrderEvent], order: random.Random
+) -> None:
+    """Hot state keeps each order's events and times as two parallel lists, sorted."""
+    arrivals = list(events)
+    order.shuffle(arrivals)
+    processor = PartitionProcessor(
+        "t", 0, msgspec.structs.replace(SETTINGS, allowed_lateness_us=10**15)
+    )
+    processor.process([SourcedEvent(e, "t", 0, i) for i, e in enumerate(arrivals)])
+    kept = processor.orders["A"]
+    assert kept.events == sort_events(events)
+    assert kept.times == [to_us(e.event_time) for e in kept.events]
+
+
+def test_an_order_snapshot_from_before_the_parallel_lists_restores() -> None:
+    """Snapshots kept each event as a (sort key, event) pair until the seventeenth pass."""
+    part = _Partition()
+    part.feed(event("ORDER_CREATED", "A", at(1)), event("ROUTED", "A", at(2)))
+    order = part.processor.orders["A"]
+    events, times, *rest = order.__getstate__()
+    pairs = [
+        ((t, EVENT_RANK[e.event_type], e.event_id), e) for e, t in zip(events, times, strict=True)
+    ]
+    restored = type(order).__new__(type(order))
+    restored.__setstate__((pairs, *rest))
+    assert restored.events == order.events and restored.times == order.times
+    assert restored.__getstate__() == order.__getstate__()

@@ -60,7 +60,7 @@ class FlagKind:
     OUTLIER_DWELL = "outlier_dwell"
 
 
-class Baseline(msgspec.Struct, frozen=True):
+class Baseline(msgspec.Struct, frozen=True, gc=False):
     """Trailing dwell distribution of one stage: median, MAD and sample size."""
 
     median: float
@@ -74,8 +74,13 @@ class Baseline(msgspec.Struct, frozen=True):
 BaselineLookup = Callable[[str, int], Baseline | None]
 
 
-class Transition(msgspec.Struct, frozen=True):
-    """A completed stage: it ended when a later stage happened."""
+class Transition(msgspec.Struct, frozen=True, gc=False):
+    """A completed stage: it ended when a later stage happened.
+
+    Kept in hot state for an order's life.  Like :class:`Baseline` and
+    :class:`Flag` it holds only numbers and strings, so it cannot be part of
+    a cycle and the cyclic collector need not track it (``gc=False``).
+    """
 
     stage: str
     start_us: int
@@ -91,7 +96,7 @@ class Transition(msgspec.Struct, frozen=True):
         return self.sla_us is not None and self.dwell_us > self.sla_us
 
 
-class Flag(msgspec.Struct, frozen=True):
+class Flag(msgspec.Struct, frozen=True, gc=False):
     """One anomaly on an order: what, when (event time) and why."""
 
     kind: str

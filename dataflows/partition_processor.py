@@ -40,8 +40,12 @@ from schemas.events import Cancelled, Delivered, OrderEvent
 __all__ = ["ORDER_EVICTED", "PartitionBatch", "PartitionProcessor", "SourcedEvent"]
 
 
-class SourcedEvent(msgspec.Struct, frozen=True):
-    """A decoded event with its Kafka coordinates (lineage)."""
+class SourcedEvent(msgspec.Struct, frozen=True, gc=False):
+    """A decoded event with its Kafka coordinates (lineage).
+
+    Like the event it holds, never part of a cycle: ``gc=False`` keeps the
+    cyclic collector from tracking one per message.
+    """
 
     event: OrderEvent
     topic: str

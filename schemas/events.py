@@ -70,8 +70,13 @@ class EventType(StrEnum):
     PROMISE_UPDATED = "PROMISE_UPDATED"
 
 
-class OrderEvent(msgspec.Struct, kw_only=True, frozen=True, tag_field="event_type"):
+class OrderEvent(msgspec.Struct, kw_only=True, frozen=True, tag_field="event_type", gc=False):
     """Fields common to every event.
+
+    ``gc=False``: the stream keeps every open order's events for hours or
+    days, and the cyclic collector scanned them all at each collection.  An
+    event cannot be part of a reference cycle (its maps are decoded JSON), so
+    reference counting frees it alone.
 
     ``event_id`` is the dedupe key because Kafka delivers at least once;
     ``order_id`` is also the Kafka message key, so that every event of one order

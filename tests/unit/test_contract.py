@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from datetime import UTC, datetime
 
@@ -39,6 +40,8 @@ def test_every_event_type_round_trips(kind: EventType) -> None:
     decoded = DECODER.decode(raw, key=b"O1")
     assert decoded == original
     assert type(decoded) is ALL_EVENT_TYPES[kind]
+    # Hot state holds millions of events: the cyclic collector must not track them.
+    assert not gc.is_tracked(decoded)
 
 
 def test_millisecond_precision_is_kept() -> None:

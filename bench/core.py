@@ -39,7 +39,6 @@ from bench.throughput import bench_generator
 from dataflows.interpreter_tuning import tune_garbage_collector
 from dataflows.partition_processor import PartitionBatch, PartitionProcessor, SourcedEvent
 from dataflows.settings import HealthSettings
-from dataflows.twin import lifecycle_columns
 from dataflows.window_metrics import MetricWindows
 from lakehouse.tables import BRONZE_EVENTS, HEALTH_METRICS_STAGING, ORDER_LIFECYCLE
 from lakehouse.writer import DeltaWriter
@@ -122,7 +121,7 @@ def measure(
             if b.bronze:
                 writers[BRONZE_EVENTS.path].to_arrow(b.bronze.table())
             if b.lifecycle:
-                writers[ORDER_LIFECYCLE.path].to_arrow(lifecycle_columns(b.lifecycle))
+                writers[ORDER_LIFECYCLE.path].to_arrow(b.lifecycle)
         spent["to_arrow"] += clock() - started
     total = sum(spent.values())
     return {

@@ -32,7 +32,6 @@ from dataflows.partition_processor import PartitionBatch, PartitionProcessor, So
 from dataflows.run_log import log_fields, run_stats
 from dataflows.settings import HealthSettings
 from dataflows.sinks import SINK_KEY, DeltaSink, RecordRuleSink
-from dataflows.twin import lifecycle_columns
 from dataflows.window_metrics import MetricWindows
 from lakehouse.publication import GateRun
 from lakehouse.tables import BRONZE_EVENTS, DEAD_LETTER, HEALTH_METRICS_STAGING, ORDER_LIFECYCLE
@@ -309,9 +308,7 @@ def build_flow(
         "order_lifecycle_rows",
         results,
         lambda b: (
-            (SINK_KEY, Chunk({b.stream: b.last_offset}, lifecycle_columns(b.lifecycle)))
-            if b.lifecycle
-            else None
+            (SINK_KEY, Chunk({b.stream: b.last_offset}, b.lifecycle)) if b.lifecycle else None
         ),
     )
     op.output("write_order_lifecycle", lifecycle, sink(ORDER_LIFECYCLE, "upsert"))

@@ -1,12 +1,13 @@
-"""Which core the stream runs: native facts, window deltas and window store, or Python.
+"""Which core the stream runs: native facts, lifecycle rows, window deltas and store, or Python.
 
 Fact expansion (one fact into a row change per window size and dimension),
-the window totals, and reading an order's facts from its view were the
-largest costs of the core in CPython.  The ``orderhealth_native`` extension
-(``native/``, Rust) implements them behind the same interfaces
-(:class:`~dataflows.contributions.WindowDelta`,
-:class:`~dataflows.window_metrics.WindowStore`, :func:`items_maker`); the
-Python implementations stay the reference the tests hold it equal to.
+the window totals, reading an order's facts from its view and writing its
+lifecycle row were the largest costs of the core in CPython.  The
+``orderhealth_native`` extension (``native/``, Rust) implements them behind
+the same interfaces (:class:`~dataflows.contributions.WindowDelta`,
+:class:`~dataflows.window_metrics.WindowStore`, :func:`items_maker`,
+:func:`lifecycle_maker`); the Python implementations stay the reference the
+tests hold it equal to.
 
 ``ORDERHEALTH_CORE`` chooses: ``native``, ``python``, or unset (native when
 the extension is installed, else Python with a warning).  ``make install``
@@ -26,25 +27,31 @@ from functools import cache
 from types import ModuleType
 from typing import Any, cast
 
-from dataflows import metrics
+import pyarrow as pa
+
+from dataflows import metrics, twin
 from dataflows.contributions import _PLAN, Delta, OrderItems, WindowDelta, order_items
 from dataflows.dimensions import DIMENSION_READERS, Attribute, Constant, Timeline
 from dataflows.lifecycle import OrderView
 from dataflows.metrics import FACTS, MEASURES
 from dataflows.outcome import OutcomeStatus
 from dataflows.settings import HealthSettings
+from dataflows.twin import STAGE_COLUMN_NAMES, LifecycleColumns, LifecycleRows, PyLifecycleRows
 
 __all__ = [
     "CORES",
     "NATIVE_FACTS_OF",
+    "NATIVE_TWIN_OF",
     "NativeCoreMissing",
     "core_name",
     "delta_factory",
     "facts_fingerprint",
     "items_maker",
+    "lifecycle_maker",
     "native_facts",
     "native_module",
     "native_readers",
+    "twin_fingerprint",
 ]
 
 log = logging.getLogger(__name__)
@@ -137,7 +144,22 @@ def facts_fingerprint() -> str:
     the catalogue itself changes this.
     """
     source = inspect.getsource(metrics)
-    section = source[source.index("# -- facts --") : source.index("def _plugins(")]
+    return _fingerprint(source[source.index("# -- facts --") : source.index("def _plugins(")])
+
+
+#: The fingerprint (:func:`twin_fingerprint`) of ``dataflows/twin.py`` that
+#: ``native/src/lifecycle.rs`` writes the rows of; as :data:`NATIVE_FACTS_OF`,
+#: a change there puts the rows back in Python until
+#: ``tests/unit/test_native_lifecycle.py`` checks the twin and names the new value.
+NATIVE_TWIN_OF = "7ea691905c1671c5"
+
+
+def twin_fingerprint() -> str:
+    """A hash of ``dataflows/twin.py`` (the lifecycle row), comments and layout aside."""
+    return _fingerprint(inspect.getsource(twin))
+
+
+def _fingerprint(section: str) -> str:
     skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE}
     tokens = [
         f"{token.type}:{token.string}"
@@ -214,3 +236,62 @@ def native_readers(settings: HealthSettings) -> list[tuple[str, str]] | None:
         else:
             return None
     return out
+
+
+@cache
+def _native_twin_current() -> bool:
+    try:
+        current = twin_fingerprint() == NATIVE_TWIN_OF
+    except (OSError, ValueError):  # no source to read (a frozen install)
+        current = False
+    if not current:
+        log.warning(
+            "the lifecycle row in dataflows/twin.py changed since native/src/lifecycle.rs was "
+            "checked against it: lifecycle rows are written in Python (slower) until "
+            "tests/unit/test_native_lifecycle.py passes and NATIVE_TWIN_OF is updated"
+        )
+    return current
+
+
+def lifecycle_maker(core: str | None = None) -> Callable[[], LifecycleRows]:
+    """A maker of empty lifecycle-row collectors (:class:`~dataflows.twin.LifecycleRows`).
+
+    The native collector reads each view's fields in Rust into Arrow buffers;
+    the Python one (:class:`~dataflows.twin.PyLifecycleRows`, the reference)
+    runs with the Python core, or when ``dataflows/twin.py`` changed since
+    the native rows were checked against it (:data:`NATIVE_TWIN_OF`).
+    """
+    core = core or core_name()
+    if core == "python" or not _native_twin_current():
+        return PyLifecycleRows
+    native = _installed()
+    from lakehouse.tables import ORDER_LIFECYCLE  # imports this package's modules
+
+    types = {field.name: field.type for field in ORDER_LIFECYCLE.schema}
+    return lambda: _NativeLifecycleRows(
+        native.LifecycleRows(list(STAGE_COLUMN_NAMES), twin.lifecycle_texts), types
+    )
+
+
+class _NativeLifecycleRows:
+    """``orderhealth_native.LifecycleRows``, its buffers wrapped as Arrow arrays."""
+
+    __slots__ = ("_rows", "_types", "add")
+
+    def __init__(self, rows: Any, types: dict[str, pa.DataType]) -> None:
+        self._rows = rows
+        self._types = types
+        self.add = rows.add
+
+    def columns(self) -> LifecycleColumns:
+        size = len(self._rows)
+        if not size:
+            return {}
+        out: LifecycleColumns = {}
+        for name, validity, offsets, values, nulls in self._rows.take():
+            buffers = [None if validity is None else pa.py_buffer(validity)]
+            if offsets is not None:
+                buffers.append(pa.py_buffer(offsets))
+            buffers.append(pa.py_buffer(values))
+            out[name] = pa.Array.from_buffers(self._types[name], size, buffers, null_count=nulls)
+        return out

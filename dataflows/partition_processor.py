@@ -31,10 +31,10 @@ from dataflows.lifecycle import (
     add_outlier_flags,
     derive_view,
 )
-from dataflows.native_core import delta_factory, items_maker
+from dataflows.native_core import delta_factory, items_maker, lifecycle_maker
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import to_us
-from dataflows.twin import lifecycle_values
+from dataflows.twin import LifecycleColumns
 from schemas.events import Cancelled, Delivered, OrderEvent
 
 __all__ = ["ORDER_EVICTED", "PartitionBatch", "PartitionProcessor", "SourcedEvent"]
@@ -64,7 +64,8 @@ class PartitionBatch(msgspec.Struct):
     last_offset: int
     watermark_us: int | None
     bronze: BronzeRows
-    lifecycle: list[dict[str, Any]]
+    #: The touched orders' silver/order_lifecycle rows (:mod:`dataflows.twin`).
+    lifecycle: LifecycleColumns
     window_delta: WindowDelta
     #: Newest Kafka message timestamp seen in the partition so far (freshness).
     produced_us: int | None = None
@@ -201,6 +202,7 @@ class PartitionProcessor:
         self._forget: list[tuple[int, str]] = []
         self._new_delta = delta_factory(settings)
         self._items = items_maker(settings)
+        self._new_rows = lifecycle_maker()
 
     # -- recovery ---------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -232,6 +234,7 @@ class PartitionProcessor:
         self._forget = state.get("forget", [])
         self._new_delta = delta_factory(self.settings)
         self._items = items_maker(self.settings)
+        self._new_rows = lifecycle_maker()
         # Between batches every order's view is up to date with the watermark
         # (all passed deadlines have fired), so its items are exactly what
         # deriving them again now gives.
@@ -312,7 +315,7 @@ class PartitionProcessor:
                     touched.add(order_id)
 
         delta = self._new_delta()
-        lifecycle: list[dict[str, Any]] = []
+        lifecycle = self._new_rows()
         # Two phases: register every changed dwell first, so that the outlier
         # baselines read below are complete whatever the order of refreshes.
         views = {order_id: self._derive(order_id, watermark) for order_id in sorted(touched)}
@@ -321,15 +324,8 @@ class PartitionProcessor:
                 base_view, self.settings, watermark, self._baseline_for(order_id)
             )
             self._apply(order_id, view, delta)
-            lifecycle.append(
-                lifecycle_values(
-                    view,
-                    topic=self.topic,
-                    partition=self.partition,
-                    last_offset=self.orders[order_id].last_offset,
-                    first_seen_us=self.orders[order_id].first_seen_us,
-                )
-            )
+            order = self.orders[order_id]
+            lifecycle.add(view, self.topic, self.partition, order.last_offset, order.first_seen_us)
         delta.drop_unchanged()
         if watermark is not None:
             self.history.evict(watermark)
@@ -339,7 +335,7 @@ class PartitionProcessor:
             last_offset=last_offset,
             watermark_us=watermark,
             bronze=bronze,
-            lifecycle=lifecycle,
+            lifecycle=lifecycle.columns(),
             window_delta=delta,
             produced_us=self.newest_produced_us,
         )

@@ -9,6 +9,7 @@ from typing import Any
 from dataflows.partition_processor import PartitionProcessor, SourcedEvent
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import to_us
+from dataflows.twin import lifecycle_rows
 from dataflows.window_metrics import MetricWindows
 
 
@@ -16,6 +17,8 @@ class StreamRun:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, int, str, str], dict[str, Any]] = {}
         self.bronze: list[dict[str, Any]] = []
+        #: silver/order_lifecycle rows in the order they were written (times in us).
+        self.lifecycle: list[dict[str, Any]] = []
         self.windows: MetricWindows | None = None
 
 
@@ -39,6 +42,7 @@ def run_stream(
         cursors[p] += size
         result = processors[p].process(batch)
         run.bronze.extend(result.bronze.rows())
+        run.lifecycle.extend(lifecycle_rows(result.lifecycle))
         for row in windows.apply(result):
             key = (
                 row["window_size"],

@@ -22,7 +22,9 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::AsPyPointer;
 
 mod facts;
+mod lifecycle;
 use facts::{Facts, Items};
+use lifecycle::LifecycleRows;
 
 /// Window size label, window start (us), dimension, dimension value; strings
 /// are ids in the process-wide [`Interner`].
@@ -970,5 +972,6 @@ fn orderhealth_native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
     m.add_class::<WindowStore>()?;
     m.add_class::<Facts>()?;
     m.add_class::<Items>()?;
+    m.add_class::<LifecycleRows>()?;
     Ok(())
 }

@@ -74,6 +74,7 @@ def test_both_cores_emit_the_same_rows(case) -> None:  # type: ignore[no-untyped
         fast = run_stream(partitions, SETTINGS, seed)
     assert fast.rows == reference.rows
     assert fast.bronze == reference.bronze
+    assert fast.lifecycle == reference.lifecycle
     assert reference.windows is not None and fast.windows is not None
     assert fast.windows.vectors() == reference.windows.vectors()
     assert fast.windows.store.export() == reference.windows.store.export()

@@ -22,6 +22,7 @@ from dataflows.lifecycle import EVENT_RANK, sort_events
 from dataflows.partition_processor import ORDER_EVICTED, PartitionProcessor, SourcedEvent
 from dataflows.settings import DEFAULT_CONFIG_PATH, HealthSettings, SettingsError
 from dataflows.timeutil import to_us
+from dataflows.twin import lifecycle_rows
 from dataflows.window_metrics import MetricWindows
 from schemas.events import OrderEvent
 from tests.factories import at, event
@@ -184,7 +185,7 @@ def test_an_orders_first_seen_time_is_its_first_accepted_event_and_never_moves()
     part.feed(event("ROUTED", "A", at(30)))  # a duplicate changes nothing either
     result = part.processor.process([SourcedEvent(event("SHIPPED", "A", at(40)), "t", 0, 9)])
     assert part.processor.orders["A"].first_seen_us == to_us(at(30))
-    (row,) = result.lifecycle
+    (row,) = lifecycle_rows(result.lifecycle)
     assert row["first_seen_at"] == to_us(at(30))
 
 

@@ -59,6 +59,7 @@ def config_from_env() -> FlowConfig:
         kafka_config=security_config(),
         rules_path=os.environ.get("ORDERHEALTH_RECORD_RULES"),
         max_in_flight=int(in_flight) if in_flight else (None if multi_process else 20_000),
+        align_partitions=not multi_process,
         # ORDERHEALTH_EVENT_KEYS (a key file) and ORDERHEALTH_EVENT_KEY_<SOURCE>.
         keyring=load_keyring(),
     )

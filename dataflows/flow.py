@@ -64,6 +64,9 @@ class FlowConfig(msgspec.Struct, frozen=True):
     #: Consumed-but-unprocessed messages allowed per process; None = no limit
     #: (needed for multi-process runs, see dataflows.kafka_source).
     max_in_flight: int | None = 20_000
+    #: Keep the partitions within the allowed lateness of each other in event
+    #: time (dataflows.kafka_source); off for multi-process runs.
+    align_partitions: bool = True
     #: Seconds between quality-gate runs over the staged metrics (and one at
     #: the end).  A run costs ~0.4 s of GX overhead however small the batch.
     gate_interval_s: float = 5.0
@@ -100,8 +103,11 @@ class _PartitionLogic(StatefulBatchLogic[SourcedEvent, PartitionBatch, bytes]):
         if self._processor is None:
             first = values[0]
             self._processor = PartitionProcessor(first.topic, first.partition, self._settings)
-        result = self._processor.process(values)
-        self._control.completed(len(values))
+        processor = self._processor
+        result = processor.process(values)
+        # Event time first: the stream may read again once nothing is in flight.
+        self._control.advanced(processor.stream, processor.max_event_us)
+        self._control.completed(len(values), processor.stream)
         return [result], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes:
@@ -179,6 +185,12 @@ def _dead_tally(row: dict[str, Any]) -> Tally:
     return (stream, row["offset"], "reject", row["reason"])
 
 
+def _stream_of(msg: Message) -> str:
+    topic, partition = msg.topic(), msg.partition()
+    assert topic is not None and partition is not None  # consumed
+    return stream_name(topic, partition)
+
+
 def _produced_us(msg: Message) -> int | None:
     """The Kafka message timestamp in us (the rules' clock), if the broker has one."""
     kind, ms = msg.timestamp()
@@ -210,8 +222,10 @@ def build_flow(
     """Build the dataflow.  ``on_consumed``/``on_commit``/``on_gate`` feed progress displays."""
     decoder = EventDecoder(keyring=config.keyring)
     rules = RuleBook.load(Path(config.rules_path) if config.rules_path else None)
-    control = FlowControl(config.max_in_flight)
     settings = config.settings
+    control = FlowControl(
+        config.max_in_flight, settings.allowed_lateness_us if config.align_partitions else None
+    )
     partitions = [stream_name(config.topic, p) for p in range(config.partitions)]
 
     def decode(msg: Message) -> SourcedEvent | dict[str, Any]:
@@ -219,12 +233,12 @@ def build_flow(
             on_consumed(1)
         result = decoder.decode(msg.value(), msg.key(), require_key=True)
         if isinstance(result, Rejection):
-            control.completed(1)
+            control.completed(1, _stream_of(msg))
             return _dead_letter_row(msg, result)
         produced_us = _produced_us(msg)
         verdict = rules.check(result, produced_us)
         if verdict.dropped_by is not None:
-            control.completed(1)
+            control.completed(1, _stream_of(msg))
             return _dead_letter_row(msg, rule=verdict.dropped_by, message=verdict.message)
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
         assert topic is not None and partition is not None and offset is not None  # consumed

@@ -13,9 +13,21 @@ backlog, commits stay regular and memory stays bounded.
 Guarantee: unchanged from ``KafkaSource`` -- offsets are snapshotted per epoch,
 so it "can support exactly-once processing" together with our Delta sinks.
 
-Credit is per process.  With several processes (``-i/-a``) a partition's
-messages may be processed in another process, so pass ``max_in_flight=None``
-there (no flow control).
+It also keeps the partitions together in event time (``max_skew_us``): a
+partition whose processed events run more than that ahead of a partition
+that still has a backlog pauses until the laggard catches up.  The global
+watermark is the slowest partition's, so without this a partition read
+faster than the others -- on a busier worker, or just first -- keeps every
+window it has passed open: on a backlog, each of its batches re-emitted
+provisional rows over days of windows and the gate checked them all again.
+A partition with nothing more to read right now (caught up, or at the end)
+never holds the others back, so a quiet partition cannot stall the stream.
+With alignment a partition also has at most one read in flight, so its
+event time is known before it reads again.
+
+Credit and alignment are per process.  With several processes (``-i/-a``) a
+partition's messages may be processed in another process, so pass
+``max_in_flight=None`` and ``max_skew_us=None`` there (no flow control).
 
 The wrapper is also how a run stops cleanly (:func:`request_stop`, from a
 signal handler): every partition reports end-of-input at its next read, so
@@ -31,7 +43,9 @@ from typing import Any
 
 from bytewax.connectors.kafka import KafkaSource
 from bytewax.inputs import StatefulSourcePartition
-from confluent_kafka import KafkaError, Message
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+
+from lakehouse.writer import stream_name
 
 __all__ = [
     "CONSUMER_DEFAULTS",
@@ -53,14 +67,31 @@ def stop_requested() -> bool:
     return _STOP.is_set()
 
 
-class FlowControl:
-    """Counts messages consumed but not yet processed, in this process."""
+class _Stream:
+    """What flow control knows of one partition (``topic/partition``)."""
 
-    def __init__(self, max_in_flight: int | None) -> None:
+    __slots__ = ("backlog", "event_us", "in_flight")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        #: Newest event time its processed events reached (None: none yet).
+        self.event_us: int | None = None
+        #: Whether its last read left more to read right away.
+        self.backlog = True
+
+
+class FlowControl:
+    """Counts messages consumed but not yet processed, and aligns partitions in event time."""
+
+    def __init__(self, max_in_flight: int | None, max_skew_us: int | None = None) -> None:
         self.max_in_flight = max_in_flight
+        #: How far (us) a partition's event time may run ahead of a partition
+        #: with a backlog; None: no alignment.
+        self.max_skew_us = max_skew_us
         self._lock = threading.Lock()
         self._consumed = 0
         self._completed = 0
+        self._streams: dict[str, _Stream] = {}
 
     @property
     def in_flight(self) -> int:
@@ -69,17 +100,62 @@ class FlowControl:
     def may_consume(self) -> bool:
         return self.max_in_flight is None or self.in_flight < self.max_in_flight
 
-    def consumed(self, count: int) -> None:
+    def may_read(self, stream: str) -> bool:
+        """Whether ``stream`` may read now: credit left, and not ahead in event time."""
+        if not self.may_consume():
+            return False
+        if self.max_skew_us is None:
+            return True
+        me = self._streams.get(stream)
+        if me is None:
+            return True
+        if me.in_flight > 0:
+            return False  # its event time is not known yet
+        if me.event_us is None:
+            return True
+        limit = me.event_us - self.max_skew_us
+        for other in self._streams.values():
+            if (
+                other is not me
+                and other.backlog
+                and (other.event_us is None or other.event_us < limit)
+            ):
+                return False  # a laggard with more to read: let it catch up
+        return True
+
+    def consumed(self, count: int, stream: str | None = None, *, backlog: bool = True) -> None:
         with self._lock:
             self._consumed += count
+            if stream is not None:
+                state = self._streams.get(stream) or self._streams.setdefault(stream, _Stream())
+                state.in_flight += count
+                state.backlog = backlog
 
-    def completed(self, count: int) -> None:
+    def completed(self, count: int, stream: str | None = None) -> None:
         with self._lock:
             self._completed += count
+            if stream is not None:
+                state = self._streams.get(stream) or self._streams.setdefault(stream, _Stream())
+                state.in_flight -= count
+
+    def advanced(self, stream: str, event_us: int | None) -> None:
+        """``stream``'s processed events reached ``event_us`` (its newest event time)."""
+        if event_us is not None:
+            with self._lock:
+                state = self._streams.get(stream) or self._streams.setdefault(stream, _Stream())
+                state.event_us = event_us
 
 
 #: What :func:`_read_messages` uses of Bytewax's source partition.
-_INTERNALS = ("_eof", "_consumer", "_batch_size", "_topic", "_offset", "_raise_on_errors")
+_INTERNALS = (
+    "_eof",
+    "_consumer",
+    "_batch_size",
+    "_topic",
+    "_part_idx",
+    "_offset",
+    "_raise_on_errors",
+)
 
 
 def _read_messages(part: Any) -> list[Message]:
@@ -115,15 +191,36 @@ class _FlowControlledPartition(StatefulSourcePartition[Any, Any]):
     def __init__(self, inner: StatefulSourcePartition[Any, Any], control: FlowControl) -> None:
         self._inner = inner
         self._control = control
+        part: Any = inner
+        #: The stream name of dataflows.partition_processor (``topic/partition``).
+        self._stream = stream_name(part._topic, part._part_idx)
+        self._partition = TopicPartition(part._topic, part._part_idx)
 
     def next_batch(self) -> list[Message]:
         if _STOP.is_set():
             raise StopIteration  # Bytewax: this partition's input is complete
-        if not self._control.may_consume():
+        if not self._control.may_read(self._stream):
             return []
         batch = _read_messages(self._inner)
-        self._control.consumed(len(batch))
+        self._control.consumed(len(batch), self._stream, backlog=self._backlog(len(batch)))
         return batch
+
+    def _backlog(self, read: int) -> bool:
+        """Whether more is there to read right away (the broker's high watermark).
+
+        The high watermark comes with every fetch (``cached=True``: no broker
+        call).  Until one is known, a full read counts as a backlog.
+        """
+        part: Any = self._inner
+        if part._eof:
+            return False
+        try:
+            _low, high = part._consumer.get_watermark_offsets(self._partition, cached=True)
+        except KafkaException:
+            high = -1
+        if high < 0:
+            return bool(read >= part._batch_size)
+        return bool(part._offset < high)
 
     def next_awake(self) -> datetime | None:
         return self._inner.next_awake()

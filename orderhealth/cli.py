@@ -345,6 +345,13 @@ def run(
         int,
         typer.Option(min=0, help="Consumed-but-unprocessed messages allowed; 0 = unlimited."),
     ] = 20_000,
+    align_partitions: Annotated[
+        bool,
+        typer.Option(
+            help="Pause a partition whose event time runs more than the allowed lateness "
+            "ahead of one with a backlog (keeps windows finalising on a backlog)."
+        ),
+    ] = True,
     config: Config = None,
     rules: Annotated[
         Path | None,
@@ -422,6 +429,7 @@ def run(
         tail=not once,
         kafka_config=kafka_config,
         max_in_flight=max_in_flight or None,
+        align_partitions=align_partitions,
         rules_path=str(rules) if rules else None,
         keyring=keyring,
         gate_interval_s=gate_interval,

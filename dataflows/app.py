@@ -14,7 +14,9 @@ recovery flag (``-w``, ``-i``, ``-a``, ``-r``, ``-s``, ``-b``)::
 Signed sources come from ``ORDERHEALTH_EVENT_KEYS`` / ``ORDERHEALTH_EVENT_KEY_<SOURCE>``
 (see docs/operations.md).  Flow control is per process and is switched off when ``-a`` lists several
 processes (see :mod:`dataflows.kafka_source`); set ``ORDERHEALTH_MAX_IN_FLIGHT``
-to override.
+to override.  Partitions are kept together in event time with several workers in one
+process (``BYTEWAX_WORKERS_PER_PROCESS`` > 1, or ``ORDERHEALTH_ALIGN_PARTITIONS=1``;
+``bytewax.run -w`` alone sets no variable the flow can read).
 """
 
 from __future__ import annotations
@@ -59,10 +61,21 @@ def config_from_env() -> FlowConfig:
         kafka_config=security_config(),
         rules_path=os.environ.get("ORDERHEALTH_RECORD_RULES"),
         max_in_flight=int(in_flight) if in_flight else (None if multi_process else 20_000),
-        align_partitions=not multi_process,
+        # bytewax.run -w sets no variable; BYTEWAX_WORKERS_PER_PROCESS does.
+        align_partitions=_aligned(multi_process),
         # ORDERHEALTH_EVENT_KEYS (a key file) and ORDERHEALTH_EVENT_KEY_<SOURCE>.
         keyring=load_keyring(),
     )
+
+
+def _aligned(multi_process: bool) -> bool:
+    """ORDERHEALTH_ALIGN_PARTITIONS (1/0), else on for several workers in one process."""
+    wanted = os.environ.get("ORDERHEALTH_ALIGN_PARTITIONS", "").strip()
+    if multi_process:
+        return False  # flow control cannot see the other processes' partitions
+    if wanted:
+        return wanted not in ("0", "false", "no")
+    return int(os.environ.get("BYTEWAX_WORKERS_PER_PROCESS", "1") or 1) > 1
 
 
 def get_flow() -> Dataflow:

@@ -346,12 +346,13 @@ def run(
         typer.Option(min=0, help="Consumed-but-unprocessed messages allowed; 0 = unlimited."),
     ] = 20_000,
     align_partitions: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             help="Pause a partition whose event time runs more than the allowed lateness "
-            "ahead of one with a backlog (keeps windows finalising on a backlog)."
+            "ahead of one with a backlog (keeps windows finalising on a backlog); "
+            "default: on with more than one worker."
         ),
-    ] = True,
+    ] = None,
     config: Config = None,
     rules: Annotated[
         Path | None,
@@ -429,7 +430,7 @@ def run(
         tail=not once,
         kafka_config=kafka_config,
         max_in_flight=max_in_flight or None,
-        align_partitions=align_partitions,
+        align_partitions=workers > 1 if align_partitions is None else align_partitions,
         rules_path=str(rules) if rules else None,
         keyring=keyring,
         gate_interval_s=gate_interval,

@@ -268,12 +268,18 @@ def _worst_gap(root: Path) -> float:
 
 
 def test_two_workers_write_the_same_tables_as_one(broker: Kafka, tmp_path: Path) -> None:
+    """Two workers with their partitions kept together in event time (as ``run -w 2``)."""
     config = GeneratorConfig(
         events=15_000, seed=9, scenario="finance_bottleneck", bad_fraction=0.005
     )
     topic = load_topic(broker, config)
     run_to_end(broker, topic, tmp_path / "one", workers=1)
-    run_to_end(broker, topic, tmp_path / "two", workers=2)
+    aligned = msgspec.structs.replace(
+        flow_config(broker, topic, tmp_path / "two"),
+        align_partitions=True,
+        max_in_flight=2_000,  # many reads per partition, so that alignment pauses some
+    )
+    run_flow(aligned, workers=2)
     one, two = all_tables(tmp_path / "one"), all_tables(tmp_path / "two")
     for name, table in one.items():
         assert table.num_rows > 0, name

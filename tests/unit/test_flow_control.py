@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from dataflows.app import _aligned
 from dataflows.kafka_source import FlowControl
 
 HOUR = 3_600_000_000
@@ -87,3 +89,23 @@ def test_some_partition_with_a_backlog_may_always_read(
     waiting = [name for name, (_h, _f, backlog) in zip(names, streams, strict=True) if backlog]
     if waiting:
         assert any(control.may_read(name) for name in waiting)
+
+
+@pytest.mark.parametrize(
+    ("env", "multi_process", "expected"),
+    [
+        ({}, False, False),
+        ({"BYTEWAX_WORKERS_PER_PROCESS": "4"}, False, True),
+        ({"BYTEWAX_WORKERS_PER_PROCESS": "4"}, True, False),
+        ({"ORDERHEALTH_ALIGN_PARTITIONS": "1"}, False, True),
+        ({"BYTEWAX_WORKERS_PER_PROCESS": "4", "ORDERHEALTH_ALIGN_PARTITIONS": "0"}, False, False),
+    ],
+)
+def test_the_production_flow_aligns_several_workers_of_one_process(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], multi_process: bool, expected: bool
+) -> None:
+    for name in ("BYTEWAX_WORKERS_PER_PROCESS", "ORDERHEALTH_ALIGN_PARTITIONS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert _aligned(multi_process) is expected

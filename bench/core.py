@@ -1,6 +1,6 @@
 """CPU cost per event of the streaming core alone: no Kafka, no Delta, no Bytewax.
 
-    .venv/bin/python -m bench.core [--events 200000] [--partitions 8] [--batch 2500]
+    .venv/bin/python -m bench.core [--events 200000] [--partitions 8] [--batch 5000]
 
 The end-to-end bench (``orderhealth bench``) runs real processes against a
 real broker; its wall times move by +-10% from run to run on this 2-core box
@@ -142,7 +142,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=2500, help="events per partition batch")
+    parser.add_argument(
+        "--batch", type=int, default=5000, help="events per partition batch (the flow's read size)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--config", type=Path, help="health config TOML (default: dataflows/health.toml)"

@@ -60,7 +60,7 @@ def config_from_env() -> FlowConfig:
         settings=HealthSettings.load(Path(config_path) if config_path else None),
         kafka_config=security_config(),
         rules_path=os.environ.get("ORDERHEALTH_RECORD_RULES"),
-        max_in_flight=int(in_flight) if in_flight else (None if multi_process else 20_000),
+        max_in_flight=int(in_flight) if in_flight else (None if multi_process else 40_000),
         # bytewax.run -w sets no variable; BYTEWAX_WORKERS_PER_PROCESS does.
         align_partitions=_aligned(multi_process),
         # ORDERHEALTH_EVENT_KEYS (a key file) and ORDERHEALTH_EVENT_KEY_<SOURCE>.

@@ -62,8 +62,12 @@ class FlowConfig(msgspec.Struct, frozen=True):
     #: Record-level quality rules; None = quality/record_rules.toml.
     rules_path: str | None = None
     #: Consumed-but-unprocessed messages allowed per process; None = no limit
-    #: (needed for multi-process runs, see dataflows.kafka_source).
-    max_in_flight: int | None = 20_000
+    #: (needed for multi-process runs, see dataflows.kafka_source).  With 8
+    #: partitions, 40,000 lets every partition read a full ``batch_size``
+    #: at once: fewer re-derivations of an order per event and fewer,
+    #: larger window-step calls than 2,500-message reads (+10% events/s on
+    #: one worker, +25% peak memory; docs/scaling.md).
+    max_in_flight: int | None = 40_000
     #: Keep the partitions within the allowed lateness of each other in event
     #: time (dataflows.kafka_source): for several workers in one process.
     align_partitions: bool = False

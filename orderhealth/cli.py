@@ -344,7 +344,7 @@ def run(
     max_in_flight: Annotated[
         int,
         typer.Option(min=0, help="Consumed-but-unprocessed messages allowed; 0 = unlimited."),
-    ] = 20_000,
+    ] = 40_000,
     align_partitions: Annotated[
         bool | None,
         typer.Option(

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 #: Keep the consumer's prefetch and the flow's in-flight credit small, so that
 #: a paused broker starves the flow whatever its speed (by default librdkafka
 #: buffers up to 64 MB -- the whole topic here -- and the flow takes 20,000
-#: messages ahead of its processing: at ~3k events/s it had all 60,000 before
+#: messages ahead of its processing (40,000 now): at ~3k events/s it had all 60,000 before
 #: the pause ended).
 SMALL_PREFETCH = (
     "--kafka-option",

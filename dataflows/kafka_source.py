@@ -27,9 +27,9 @@ event time is known before it reads again.
 
 Alignment is for several workers in a process: one worker reads its
 partitions in turn, which keeps them together already, and pausing one
-there only cost (on the bench's backlog: -7% events/s, +45% provisional
-rows).  With two workers it took the window step from 4.3-5.5M rows to
-2.6M per 400k events, and throughput up by a third or more.
+there only cost (on the bench's backlog: -10% events/s, +45% provisional
+rows).  With two workers it took the window step from 3.7-5.3M rows to
+2.7-3.0M per 400k events, and throughput up by 31% (docs/scaling.md).
 
 Credit and alignment are per process.  With several processes (``-i/-a``) a
 partition's messages may be processed in another process, so pass
@@ -133,7 +133,7 @@ class FlowControl:
         with self._lock:
             self._consumed += count
             if stream is not None:
-                state = self._streams.get(stream) or self._streams.setdefault(stream, _Stream())
+                state = self._stream(stream)
                 state.in_flight += count
                 state.backlog = backlog
 
@@ -141,15 +141,19 @@ class FlowControl:
         with self._lock:
             self._completed += count
             if stream is not None:
-                state = self._streams.get(stream) or self._streams.setdefault(stream, _Stream())
-                state.in_flight -= count
+                self._stream(stream).in_flight -= count
 
     def advanced(self, stream: str, event_us: int | None) -> None:
         """``stream``'s processed events reached ``event_us`` (its newest event time)."""
         if event_us is not None:
             with self._lock:
-                state = self._streams.get(stream) or self._streams.setdefault(stream, _Stream())
-                state.event_us = event_us
+                self._stream(stream).event_us = event_us
+
+    def _stream(self, name: str) -> _Stream:
+        state = self._streams.get(name)
+        if state is None:
+            state = self._streams[name] = _Stream()
+        return state
 
 
 #: What :func:`_read_messages` uses of Bytewax's source partition.

@@ -171,18 +171,28 @@ def _fingerprint(section: str) -> str:
 
 @cache
 def _native_facts_current() -> bool:
-    try:
-        current = facts_fingerprint() == NATIVE_FACTS_OF
-    except (OSError, ValueError):  # no source to read (a frozen install)
-        current = False
-    if current:
-        return True
-    log.warning(
+    return _still_checked(
+        facts_fingerprint,
+        NATIVE_FACTS_OF,
         "the built-in facts in dataflows/metrics.py changed since native/src/facts.rs was "
         "checked against them: every fact is evaluated in Python (slower) until "
-        "tests/unit/test_native_facts.py passes and NATIVE_FACTS_OF is updated"
+        "tests/unit/test_native_facts.py passes and NATIVE_FACTS_OF is updated",
     )
-    return False
+
+
+def _still_checked(fingerprint: Callable[[], str], checked: str, changed: str) -> bool:
+    """Whether a native twin was checked against the Python it mirrors as it is now.
+
+    If not, log ``changed`` (once per process: callers cache this) so that
+    the slower Python path is never a silent surprise.
+    """
+    try:
+        current = fingerprint() == checked
+    except (OSError, ValueError):  # no source to read (a frozen install)
+        current = False
+    if not current:
+        log.warning(changed)
+    return current
 
 
 def native_facts(settings: HealthSettings) -> Any | None:
@@ -240,17 +250,13 @@ def native_readers(settings: HealthSettings) -> list[tuple[str, str]] | None:
 
 @cache
 def _native_twin_current() -> bool:
-    try:
-        current = twin_fingerprint() == NATIVE_TWIN_OF
-    except (OSError, ValueError):  # no source to read (a frozen install)
-        current = False
-    if not current:
-        log.warning(
-            "the lifecycle row in dataflows/twin.py changed since native/src/lifecycle.rs was "
-            "checked against it: lifecycle rows are written in Python (slower) until "
-            "tests/unit/test_native_lifecycle.py passes and NATIVE_TWIN_OF is updated"
-        )
-    return current
+    return _still_checked(
+        twin_fingerprint,
+        NATIVE_TWIN_OF,
+        "the lifecycle row in dataflows/twin.py changed since native/src/lifecycle.rs was "
+        "checked against it: lifecycle rows are written in Python (slower) until "
+        "tests/unit/test_native_lifecycle.py passes and NATIVE_TWIN_OF is updated",
+    )
 
 
 def lifecycle_maker(core: str | None = None) -> Callable[[], LifecycleRows]:

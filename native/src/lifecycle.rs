@@ -79,18 +79,9 @@ const FIXED: [(&str, u8); 30] = [
     ("first_seen_at", b'i'),
 ];
 
-/// The base-layer attributes (ORDER_CREATED), in `FIXED` order.
-const ATTRIBUTES: [&str; 9] = [
-    "customer_id",
-    "customer_segment",
-    "channel",
-    "region",
-    "seller_id",
-    "order_value",
-    "currency",
-    "line_count",
-    "promise_confidence",
-];
+/// Columns 1-9 of `FIXED` are the base-layer (ORDER_CREATED) attributes,
+/// each under its own name in `OrderView.attributes`.
+const ATTRIBUTE_COLUMNS: std::ops::Range<usize> = 1..10;
 
 fn buffers(name: &str, kind: u8) -> Buffers {
     let column = match kind {
@@ -169,8 +160,9 @@ pub(crate) struct LifecycleRows {
     columns: Vec<Buffers>,
     /// (stage wire tag) per stage column pair, in `STAGE_COLUMNS` order.
     stages: Vec<Py<PyString>>,
-    /// `ATTRIBUTES` as Python strings (dict keys).
-    attributes: Vec<Py<PyString>>,
+    /// The attribute columns' names and kinds, the names as Python strings
+    /// (dict keys).
+    attributes: Vec<(Py<PyString>, u8)>,
     /// `(view) -> (anomaly_flags, context_by_stage)` texts in Python, for a
     /// view holding what the JSON writer here does not handle.
     texts: PyObject,
@@ -193,9 +185,9 @@ impl LifecycleRows {
         LifecycleRows {
             columns,
             stages,
-            attributes: ATTRIBUTES
+            attributes: FIXED[ATTRIBUTE_COLUMNS]
                 .iter()
-                .map(|a| PyString::new(py, a).into())
+                .map(|(name, kind)| (PyString::new(py, name).into(), *kind))
                 .collect(),
             texts,
             rows: 0,
@@ -222,11 +214,7 @@ impl LifecycleRows {
         };
         let mut kinds: Vec<&str> = Vec::with_capacity(flags.len());
         for flag in flags {
-            kinds.push(
-                flag.getattr(intern!(py, "kind"))?
-                    .downcast::<PyString>()?
-                    .to_str()?,
-            );
+            kinds.push(str_attr(flag, intern!(py, "kind"))?);
         }
         kinds.sort_unstable();
         kinds.dedup();
@@ -235,11 +223,11 @@ impl LifecycleRows {
             columns: self.columns.iter_mut(),
         };
         row.py_text(Some(view.getattr(intern!(py, "order_id"))?))?;
-        for (index, name) in self.attributes.iter().enumerate() {
+        for (name, kind) in &self.attributes {
             let value = attrs.get_item(name.as_ref(py)).filter(|v| !v.is_none());
-            match index {
-                5 | 8 => row.float(value.map(|v| v.extract()).transpose()?),
-                7 => row.int(value.map(|v| v.extract()).transpose()?),
+            match kind {
+                b'f' => row.float(value.map(|v| v.extract()).transpose()?),
+                b'i' => row.int(value.map(|v| v.extract()).transpose()?),
                 _ => row.py_text(value)?,
             }
         }
@@ -307,21 +295,9 @@ impl LifecycleRows {
                     data.clear();
                     (o.into(), d)
                 }
-                Column::I64(values) => {
-                    let d = PyBytes::new(py, &le_bytes(values, |v| v.to_le_bytes()));
-                    values.clear();
-                    (py.None(), d)
-                }
-                Column::I32(values) => {
-                    let d = PyBytes::new(py, &le_bytes(values, |v| v.to_le_bytes()));
-                    values.clear();
-                    (py.None(), d)
-                }
-                Column::F64(values) => {
-                    let d = PyBytes::new(py, &le_bytes(values, |v| v.to_le_bytes()));
-                    values.clear();
-                    (py.None(), d)
-                }
+                Column::I64(values) => (py.None(), drain(py, values, i64::to_le_bytes)),
+                Column::I32(values) => (py.None(), drain(py, values, i32::to_le_bytes)),
+                Column::F64(values) => (py.None(), drain(py, values, f64::to_le_bytes)),
             };
             b.valid.clear();
             out.append((b.name.as_str(), validity, offsets, values, nulls))?;
@@ -329,6 +305,17 @@ impl LifecycleRows {
         self.rows = 0;
         Ok(out.into())
     }
+}
+
+/// The values as little-endian bytes, then none.
+fn drain<'py, T: Copy, const N: usize>(
+    py: Python<'py>,
+    values: &mut Vec<T>,
+    f: impl Fn(T) -> [u8; N],
+) -> &'py PyBytes {
+    let bytes = PyBytes::new(py, &le_bytes(values, f));
+    values.clear();
+    bytes
 }
 
 fn le_bytes<T: Copy, const N: usize>(values: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
@@ -368,23 +355,17 @@ fn flags_text(py: Python<'_>, flags: &PyTuple) -> PyResult<Option<String>> {
         out.push_str("{\"at\":\"");
         out.push_str(&iso);
         out.push_str("\",\"kind\":");
-        string(
-            &mut out,
-            flag.getattr(intern!(py, "kind"))?
-                .downcast::<PyString>()?
-                .to_str()?,
-        );
+        string(&mut out, str_attr(flag, intern!(py, "kind"))?);
         out.push_str(",\"reason\":");
-        string(
-            &mut out,
-            flag.getattr(intern!(py, "reason"))?
-                .downcast::<PyString>()?
-                .to_str()?,
-        );
+        string(&mut out, str_attr(flag, intern!(py, "reason"))?);
         out.push('}');
     }
     out.push(']');
     Ok(Some(out))
+}
+
+fn str_attr<'py>(object: &'py PyAny, name: &PyString) -> PyResult<&'py str> {
+    object.getattr(name)?.downcast::<PyString>()?.to_str()
 }
 
 /// `from_us(at).isoformat()`: `YYYY-MM-DDTHH:MM:SS[.ffffff]+00:00`.

@@ -120,14 +120,14 @@ class FlowControl:
         if me.event_us is None:
             return True
         limit = me.event_us - self.max_skew_us
-        for other in self._streams.values():
-            if (
+        # Under the lock: another worker's thread may add a stream meanwhile.
+        with self._lock:
+            return not any(
                 other is not me
-                and other.backlog
+                and other.backlog  # a laggard with more to read: let it catch up
                 and (other.event_us is None or other.event_us < limit)
-            ):
-                return False  # a laggard with more to read: let it catch up
-        return True
+                for other in self._streams.values()
+            )
 
     def consumed(self, count: int, stream: str | None = None, *, backlog: bool = True) -> None:
         with self._lock:

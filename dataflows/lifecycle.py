@@ -15,13 +15,13 @@ from __future__ import annotations
 import operator
 import typing
 from bisect import bisect_right
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, cast
 
 import msgspec
 
 from dataflows.outcome import Outcome, resolve
-from dataflows.settings import HealthSettings
+from dataflows.settings import HealthSettings, OutlierSettings
 from dataflows.timeutil import from_us, to_us
 from schemas.events import (
     Cancelled,
@@ -43,9 +43,11 @@ __all__ = [
     "Flag",
     "FlagKind",
     "OrderView",
+    "OutlierVerdicts",
     "Transition",
     "add_outlier_flags",
     "derive_view",
+    "judge_dwell",
     "sort_events",
 ]
 
@@ -401,16 +403,49 @@ def derive_view(
     return add_outlier_flags(view, settings, watermark_us, baseline)
 
 
+#: (stage, dwell end time) -> the outlier verdict on that completed stage: its
+#: flag, or None.  A stage the watermark has passed can no longer change (every
+#: event accepted from then on is later than its end), nor can its baseline, so
+#: the verdict is final: a caller that re-derives an order keeps it here
+#: instead of judging the same dwell again at every touch.
+OutlierVerdicts = MutableMapping[tuple[str, int], Flag | None]
+
+
+def judge_dwell(
+    transition: Transition, reference: Baseline | None, outliers: OutlierSettings
+) -> Flag | None:
+    """The ``outlier_dwell`` flag for a completed stage against its baseline, or None."""
+    t = transition
+    if (
+        reference is None
+        or reference.samples < outliers.min_samples
+        or reference.mad <= 0
+        or not t.dwell_us - reference.median > outliers.scaled_threshold * reference.mad
+    ):
+        return None
+    z = (t.dwell_us - reference.median) / (1.4826 * reference.mad)
+    return Flag(
+        FlagKind.OUTLIER_DWELL,
+        t.end_us,
+        f"{t.stage} dwell {t.dwell_us / 3_600_000_000:.1f}h is {z:.1f} robust z above "
+        f"the trailing median {reference.median / 3_600_000_000:.1f}h",
+    )
+
+
 def add_outlier_flags(
     view: OrderView,
     settings: HealthSettings,
     watermark_us: int | None,
     baseline: BaselineLookup,
+    verdicts: OutlierVerdicts | None = None,
 ) -> OrderView:
     """Add ``outlier_dwell`` flags for completed stages the watermark has passed.
 
     Separate from :func:`derive_view` so that a caller can first register every
-    changed dwell in the history, then ask for baselines.
+    changed dwell in the history, then ask for baselines.  ``verdicts``, when
+    given, remembers each judged stage's verdict (see :data:`OutlierVerdicts`):
+    the stream re-derives an order at every touch, and judging its finished
+    stages again each time was a fifth of its per-partition work.
     """
     outliers = settings.outliers
     flags = list(view.flags)
@@ -419,23 +454,16 @@ def add_outlier_flags(
         if watermark_us is None or watermark_us <= t.end_us:
             deadlines.append(t.end_us)  # decided once the watermark passes the end
             continue
-        reference = baseline(t.stage, t.end_us)
-        if (
-            reference is None
-            or reference.samples < outliers.min_samples
-            or reference.mad <= 0
-            or not t.dwell_us - reference.median > outliers.scaled_threshold * reference.mad
-        ):
-            continue
-        z = (t.dwell_us - reference.median) / (1.4826 * reference.mad)
-        flags.append(
-            Flag(
-                FlagKind.OUTLIER_DWELL,
-                t.end_us,
-                f"{t.stage} dwell {t.dwell_us / 3_600_000_000:.1f}h is {z:.1f} robust z above "
-                f"the trailing median {reference.median / 3_600_000_000:.1f}h",
-            )
-        )
+        if verdicts is None:
+            flag = judge_dwell(t, baseline(t.stage, t.end_us), outliers)
+        else:
+            key = (t.stage, t.end_us)
+            if key in verdicts:
+                flag = verdicts[key]
+            else:
+                flag = verdicts[key] = judge_dwell(t, baseline(t.stage, t.end_us), outliers)
+        if flag is not None:
+            flags.append(flag)
     if len(flags) == len(view.flags) and view.next_deadline_us == (
         min(deadlines) if deadlines else None
     ):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import heapq
 from bisect import bisect_right
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -25,11 +25,12 @@ from dataflows.dwell_history import DwellHistory
 from dataflows.lifecycle import (
     EVENT_RANK,
     Baseline,
-    BaselineLookup,
+    Flag,
     OrderView,
     Transition,
     add_outlier_flags,
     derive_view,
+    judge_dwell,
 )
 from dataflows.native_core import delta_factory, items_maker, lifecycle_maker
 from dataflows.settings import HealthSettings
@@ -75,7 +76,6 @@ class _Order:
     """Hot state of one order."""
 
     __slots__ = (
-        "baselines",
         "deadline_us",
         "dwells",
         "event_ids",
@@ -87,6 +87,7 @@ class _Order:
         "last_offset",
         "terminal",
         "times",
+        "verdicts",
     )
 
     def __init__(self) -> None:
@@ -101,9 +102,11 @@ class _Order:
         #: with the native core, kept in Rust).
         self.items: OrderItems = ()
         self.dwells: tuple[Transition, ...] = ()
-        #: Baselines this order's dwells were judged against, by (stage, end):
+        #: Outlier verdicts on this order's finished stages, by (stage, end):
         #: a decision is final, even after the partition history moves on.
-        self.baselines: dict[tuple[str, int], Baseline | None] = {}
+        #: (Snapshots from before verdicts hold the baselines judged against
+        #: instead; PartitionProcessor turns them into verdicts on load.)
+        self.verdicts: dict[tuple[str, int], Flag | None] = {}
         self.deadline_us: int | None = None
         #: Watermark past which the finished order leaves hot state (None: not finished).
         self.evict_at: int | None = None
@@ -126,7 +129,7 @@ class _Order:
             self.times,
             self.event_ids,
             self.dwells,
-            self.baselines,
+            self.verdicts,
             self.deadline_us,
             self.last_offset,
             self.evict_at,
@@ -153,7 +156,7 @@ class _Order:
             self.times,
             self.event_ids,
             self.dwells,
-            self.baselines,
+            self.verdicts,
             self.deadline_us,
             self.last_offset,
             self.evict_at,
@@ -240,8 +243,11 @@ class PartitionProcessor:
         # deriving them again now gives.
         watermark = self.watermark_us
         for order_id, order in self.orders.items():
+            _judge_legacy_baselines(order, self.settings)
             view = _derive_view(order_id, order, self.settings, watermark)
-            view = add_outlier_flags(view, self.settings, watermark, self._baseline_for(order_id))
+            view = add_outlier_flags(
+                view, self.settings, watermark, self.history.baseline, order.verdicts
+            )
             order.items = self._items(view)
 
     @property
@@ -320,11 +326,11 @@ class PartitionProcessor:
         # baselines read below are complete whatever the order of refreshes.
         views = {order_id: self._derive(order_id, watermark) for order_id in sorted(touched)}
         for order_id, base_view in views.items():
+            order = self.orders[order_id]
             view = add_outlier_flags(
-                base_view, self.settings, watermark, self._baseline_for(order_id)
+                base_view, self.settings, watermark, self.history.baseline, order.verdicts
             )
             self._apply(order_id, view, delta)
-            order = self.orders[order_id]
             lifecycle.add(view, self.topic, self.partition, order.last_offset, order.first_seen_us)
         delta.drop_unchanged()
         if watermark is not None:
@@ -389,17 +395,6 @@ class PartitionProcessor:
         order.dwells = view.transitions
         return view
 
-    def _baseline_for(self, order_id: str) -> BaselineLookup:
-        memo = self.orders[order_id].baselines
-
-        def lookup(stage: str, end_us: int) -> Baseline | None:
-            key = (stage, end_us)
-            if key not in memo:
-                memo[key] = self.history.baseline(stage, end_us)
-            return memo[key]
-
-        return lookup
-
     def _apply(self, order_id: str, view: OrderView, delta: WindowDelta) -> None:
         order = self.orders[order_id]
         items = self._items(view)
@@ -417,6 +412,25 @@ class PartitionProcessor:
             order.evict_at = evict_at
             if evict_at is not None:
                 heapq.heappush(self._evictions, (evict_at, order_id))
+
+
+def _judge_legacy_baselines(order: _Order, settings: HealthSettings) -> None:
+    """Turn a snapshot's memo of baselines (before verdicts) into verdicts.
+
+    Such a memo holds, for each finished stage already judged, the baseline
+    it was judged against; the stage itself is among the order's dwells.
+    """
+    memo = cast(dict[tuple[str, int], Flag | Baseline | None], order.verdicts)
+    if not any(isinstance(value, Baseline) for value in memo.values()):
+        return
+    dwells = {(t.stage, t.end_us): t for t in order.dwells}
+    order.verdicts = {
+        key: judge_dwell(dwells[key], value, settings.outliers)
+        if isinstance(value, Baseline)
+        else value
+        for key, value in memo.items()
+        if key in dwells
+    }
 
 
 def _derive_view(

@@ -8,7 +8,8 @@ real broker; its wall times move by +-10% from run to run on this 2-core box
 worth 5%.  This measures the same work deterministically, in one process and
 in CPU time, stage by stage:
 
-* **decode**: the validating msgspec decode plus the record rules;
+* **decode**: the flow's decode step (:class:`~dataflows.decode_step.DecodeStep`:
+  the validating msgspec decode, the record rules, the events' Kafka lineage);
 * **partition**: :class:`~dataflows.partition_processor.PartitionProcessor`
   (dedupe, lateness, lifecycle views, fact changes, bronze/lifecycle rows);
 * **windows**: :class:`~dataflows.window_metrics.MetricWindows` (window totals,
@@ -32,19 +33,22 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
 from rich.console import Console
 from rich.table import Table
 
 from bench.throughput import bench_generator
+from dataflows.decode_step import DecodeStep, is_event
 from dataflows.interpreter_tuning import tune_garbage_collector
-from dataflows.partition_processor import PartitionBatch, PartitionProcessor, SourcedEvent
+from dataflows.kafka_source import FlowControl
+from dataflows.partition_processor import PartitionBatch, PartitionProcessor
 from dataflows.settings import HealthSettings
 from dataflows.window_metrics import MetricWindows
 from lakehouse.tables import BRONZE_EVENTS, HEALTH_METRICS_STAGING, ORDER_LIFECYCLE
 from lakehouse.writer import DeltaWriter
 from orderhealth.generator import generate_messages
 from quality.record_rules import RuleBook
-from schemas.decode import EventDecoder, Rejection
+from schemas.decode import EventDecoder
 
 __all__ = ["measure"]
 
@@ -77,8 +81,10 @@ def measure(
     logs = _partitioned(events, partitions, orders_per_minute)
     tune_garbage_collector()  # as the flow does (dataflows.interpreter_tuning)
     settings = HealthSettings.load(config)
-    decoder = EventDecoder()
-    rules = RuleBook.load()
+    # The flow's own decode step; the messages as the broker hands them out,
+    # produced now (long after their event times: no clock-skew drops).
+    decode = DecodeStep(EventDecoder(), RuleBook.load(), FlowControl(None))
+    produced_ms = int(time.time() * 1000)
     processors = [PartitionProcessor("bench", p, settings) for p in range(partitions)]
     windows = MetricWindows(settings, [f"bench/{p}" for p in range(partitions)])
     writers = {
@@ -95,15 +101,19 @@ def measure(
             chunk = log[cursor : cursor + batch]
             if not chunk:
                 continue
+            messages = [
+                Message(
+                    topic="bench",
+                    partition=p,
+                    offset=offset,
+                    key=key,
+                    value=value,
+                    timestamp=(TIMESTAMP_CREATE_TIME, produced_ms),
+                )
+                for offset, (key, value) in enumerate(chunk, start=cursor)
+            ]
             started = clock()
-            decoded = []
-            for offset, (key, value) in enumerate(chunk, start=cursor):
-                result = decoder.decode(value, key, require_key=True)
-                if isinstance(result, Rejection):
-                    continue
-                verdict = rules.check(result, None)
-                if verdict.dropped_by is None:
-                    decoded.append(SourcedEvent(result, "bench", p, offset, verdict.warnings))
+            decoded = [item for item in decode(messages) if is_event(item)]
             valid += len(decoded)
             spent["decode"] += clock() - started
             started = clock()

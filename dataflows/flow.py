@@ -18,14 +18,15 @@ import logging
 import pickle
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeGuard, cast
+from typing import Any, cast
 
 import bytewax.operators as op
 import msgspec
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import StatefulBatchLogic
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
+from confluent_kafka import Message
 
+from dataflows.decode_step import DecodeStep, is_event
 from dataflows.gatekeeper import gate_after_flush
 from dataflows.kafka_source import FlowControl, FlowControlledKafkaSource
 from dataflows.partition_processor import PartitionBatch, PartitionProcessor, SourcedEvent
@@ -37,7 +38,7 @@ from lakehouse.publication import GateRun
 from lakehouse.tables import BRONZE_EVENTS, DEAD_LETTER, HEALTH_METRICS_STAGING, ORDER_LIFECYCLE
 from lakehouse.writer import Chunk, stream_name
 from quality.record_rules import RuleBook, Tally
-from schemas.decode import EventDecoder, Rejection
+from schemas.decode import EventDecoder
 from schemas.signing import KeyRing
 
 __all__ = ["FlowConfig", "build_flow"]
@@ -148,32 +149,6 @@ class _WindowLogic(StatefulBatchLogic[PartitionBatch, Chunk, bytes]):
         return pickle.dumps(self._windows, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _is_event(item: SourcedEvent | dict[str, Any]) -> TypeGuard[SourcedEvent]:
-    return isinstance(item, SourcedEvent)
-
-
-def _dead_letter_row(
-    msg: Message,
-    rejection: Rejection | None = None,
-    *,
-    rule: str | None = None,
-    message: str | None = None,
-) -> dict[str, Any]:
-    return {
-        "topic": msg.topic(),
-        "partition": msg.partition(),
-        "offset": msg.offset(),
-        "key": msg.key(),
-        "value": msg.value(),
-        "reason": rejection.reason.value if rejection else "rule_violation",
-        "rule": rule,
-        "message": rejection.message if rejection else message,
-        "field": rejection.field if rejection else None,
-        "expected": rejection.expected if rejection else None,
-        "got": rejection.got if rejection else None,
-    }
-
-
 def _valid_tallies(batch: PartitionBatch) -> list[Tally]:
     bronze = batch.bronze
     return [
@@ -187,20 +162,6 @@ def _dead_tally(row: dict[str, Any]) -> Tally:
     if row["rule"] is not None:
         return (stream, row["offset"], "drop", row["rule"])
     return (stream, row["offset"], "reject", row["reason"])
-
-
-def _stream_of(msg: Message) -> str:
-    topic, partition = msg.topic(), msg.partition()
-    assert topic is not None and partition is not None  # consumed
-    return stream_name(topic, partition)
-
-
-def _produced_us(msg: Message) -> int | None:
-    """The Kafka message timestamp in us (the rules' clock), if the broker has one."""
-    kind, ms = msg.timestamp()
-    if kind == TIMESTAMP_NOT_AVAILABLE:
-        return None
-    return int(ms) * 1000
 
 
 def _fair_batch_size(config: FlowConfig) -> int:
@@ -231,22 +192,6 @@ def build_flow(
         config.max_in_flight, settings.allowed_lateness_us if config.align_partitions else None
     )
     partitions = [stream_name(config.topic, p) for p in range(config.partitions)]
-
-    def decode(msg: Message) -> SourcedEvent | dict[str, Any]:
-        if on_consumed is not None:
-            on_consumed(1)
-        result = decoder.decode(msg.value(), msg.key(), require_key=True)
-        if isinstance(result, Rejection):
-            control.completed(1, _stream_of(msg))
-            return _dead_letter_row(msg, result)
-        produced_us = _produced_us(msg)
-        verdict = rules.check(result, produced_us)
-        if verdict.dropped_by is not None:
-            control.completed(1, _stream_of(msg))
-            return _dead_letter_row(msg, rule=verdict.dropped_by, message=verdict.message)
-        topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-        assert topic is not None and partition is not None and offset is not None  # consumed
-        return SourcedEvent(result, topic, partition, offset, verdict.warnings, produced_us)
 
     # Only without recovery: with it, every table commits at every epoch's end.
     side_interval = 0.0 if config.snapshot_state else config.side_commit_interval_s
@@ -301,8 +246,10 @@ def build_flow(
     )
     # The wrapper hands on confluent-kafka's messages (dataflows.kafka_source).
     messages = cast("Stream[Message]", op.input("read_kafka", flow, source))
-    decoded = op.map("decode", messages, decode)
-    split = op.branch("split_valid", decoded, _is_event)
+    decoded = op.flat_map_batch(
+        "decode", messages, DecodeStep(decoder, rules, control, on_consumed)
+    )
+    split = op.branch("split_valid", decoded, is_event)
 
     dead_letters = op.map("dead_letter_rows", split.falses, lambda row: (SINK_KEY, [row]))
     op.output("write_dead_letter", dead_letters, sink(DEAD_LETTER, "append"))

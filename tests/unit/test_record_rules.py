@@ -10,7 +10,17 @@ import pytest
 
 from dataflows.settings import SettingsError
 from dataflows.timeutil import to_us
-from quality.record_rules import DEFAULT_RULES_PATH, RecordRuleFailure, RuleBook
+from orderhealth.generator import SCENARIOS, GeneratorConfig, generate_messages
+from quality.record_rules import (
+    CHECKS,
+    DEFAULT_RULES_PATH,
+    Action,
+    RecordRuleFailure,
+    RuleBook,
+    RuleVerdict,
+)
+from schemas.decode import EventDecoder
+from schemas.events import Event, OrderEvent
 from tests.factories import at, event
 
 RULES = RuleBook.load()
@@ -117,3 +127,44 @@ def test_tallies_count_each_message_once_across_a_replay() -> None:
     (replayed,) = tally_rows(tallies[:4], {"orders/0": 2})
     assert json.loads(replayed["counts"])["messages"] == 1
     assert replayed["batch_id"] == "orders/0@3-3"
+
+
+def _every_rule_on_every_event(event: OrderEvent, received_us: int | None) -> RuleVerdict:
+    """The reference: each configured rule's check on the event, in file order."""
+    warnings: list[str] = []
+    for rule in RULES.rules:
+        message = CHECKS[rule.name](event, received_us, rule.params)
+        if message is not None and rule.action is Action.DROP:
+            return RuleVerdict(rule.name, message, tuple(warnings))
+        if message is not None:
+            warnings.append(rule.name)
+    return RuleVerdict(warnings=tuple(warnings))
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_checking_only_the_rules_of_an_event_type_changes_no_verdict(scenario: str) -> None:
+    """APPLIES_TO skips checks by event type: the verdicts are those of every check."""
+    decoder = EventDecoder()
+    messages = generate_messages(GeneratorConfig(events=3000, scenario=scenario))
+    decoded = [e for key, value in messages if isinstance(e := decoder.decode(value, key), Event)]
+    # Produced as they happened; and then events that break each rule.
+    cases: list[tuple[OrderEvent, int]] = [(e, to_us(e.event_time)) for e in decoded]
+    cases += [
+        (e, to_us(at(2)))
+        for e in (
+            event("ORDER_CREATED", when=at(2), promised_delivery_at=at(1)),
+            event("ORDER_CREATED", when=at(0), order_value=5e6),
+            event("REROUTED", when=at(0), reason="  "),
+            event("PICKED", when=at(3)),
+        )
+    ]
+    verdicts = [RULES.check(e, received) for e, received in cases]
+    assert verdicts == [_every_rule_on_every_event(e, received) for e, received in cases]
+    assert {v.dropped_by for v in verdicts} >= {
+        "promise_after_creation",
+        "event_time_not_in_future",
+    }
+    assert {w for v in verdicts for w in v.warnings} == {
+        "order_value_plausible",
+        "reroute_has_reason",
+    }

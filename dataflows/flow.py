@@ -37,7 +37,7 @@ from dataflows.window_metrics import MetricWindows
 from lakehouse.publication import GateRun
 from lakehouse.tables import BRONZE_EVENTS, DEAD_LETTER, HEALTH_METRICS_STAGING, ORDER_LIFECYCLE
 from lakehouse.writer import Chunk, stream_name
-from quality.record_rules import RuleBook, Tally
+from quality.record_rules import DROP, REJECT, VALID, RuleBook, Tallies
 from schemas.decode import EventDecoder
 from schemas.signing import KeyRing
 
@@ -152,19 +152,16 @@ class _WindowLogic(StatefulBatchLogic[PartitionBatch, Chunk, bytes]):
         return pickle.dumps(self._windows, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def _valid_tallies(batch: PartitionBatch) -> list[Tally]:
+def _valid_tallies(batch: PartitionBatch) -> list[Tallies]:
     bronze = batch.bronze
-    return [
-        (batch.stream, offset, "warn" if warnings else "ok", warnings)
-        for offset, warnings in zip(bronze.offsets, bronze.warnings, strict=True)
-    ]
+    return [Tallies(batch.stream, bronze.offsets, VALID, bronze.warnings)]
 
 
-def _dead_tally(row: dict[str, Any]) -> Tally:
+def _dead_tally(row: dict[str, Any]) -> Tallies:
     stream = stream_name(row["topic"], row["partition"])
     if row["rule"] is not None:
-        return (stream, row["offset"], "drop", row["rule"])
-    return (stream, row["offset"], "reject", row["reason"])
+        return Tallies(stream, [row["offset"]], DROP, [row["rule"]])
+    return Tallies(stream, [row["offset"]], REJECT, [row["reason"]])
 
 
 def _fair_batch_size(config: FlowConfig) -> int:

@@ -21,9 +21,12 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from quality.record_rules import Fates
 
 __all__ = [
     "JsonFormatter",
@@ -122,32 +125,23 @@ class RunStats:
                 self.published_rows += rows
                 self._epoch_published += rows
 
-    def epoch(self, fates: Iterable[tuple[str, str | None]]) -> dict[str, Any]:
-        """Count one epoch's messages; log and return its record.
-
-        A fate is the record-rule tally's kind -- ``ok``, ``warn``, ``drop`` (by
-        a rule) or ``reject`` (by the contract) -- with the rule or reason.
-        """
-        counts: Counter[str] = Counter()
-        reasons: Counter[str] = Counter()
-        for fate, reason in fates:
-            counts[fate] += 1
-            if fate in ("drop", "reject") and reason:
-                reasons[reason] += 1
+    def epoch(self, fates: Fates) -> dict[str, Any]:
+        """Count one epoch's messages (their record-rule fates); log and return its record."""
+        reasons = Counter(fates.dropped) + Counter(fates.rejected)
+        dead = sum(reasons.values())
         with self._lock:
             self.epochs += 1
-            consumed = sum(counts.values())
-            valid = counts["ok"] + counts["warn"]
-            self.consumed += consumed
+            valid = fates.passed + fates.warned_messages
+            self.consumed += fates.messages
             self.valid += valid
-            self.warned += counts["warn"]
+            self.warned += fates.warned_messages
             self.dead_lettered.update(reasons)
             record = {
                 "epoch": self.epochs,
-                "consumed": consumed,
+                "consumed": fates.messages,
                 "valid": valid,
-                "warned": counts["warn"],
-                "dead_lettered": counts["drop"] + counts["reject"],
+                "warned": fates.warned_messages,
+                "dead_lettered": dead,
                 "dead_letter_reasons": dict(reasons),
                 "published": self._epoch_published,
                 "quarantined": self._epoch_quarantined,

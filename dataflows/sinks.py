@@ -38,7 +38,7 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 from dataflows.run_log import run_stats
 from lakehouse.tables import VALIDATION_RUNS, TableSpec
 from lakehouse.writer import Chunk, DeltaWriter
-from quality.record_rules import Tally, tally_rows
+from quality.record_rules import Tallies, count_fates, tally_rows
 
 __all__ = ["SINK_KEY", "AfterFlush", "DeltaSink", "RecordRuleSink"]
 
@@ -280,33 +280,33 @@ class DeltaSink(FixedPartitionedSink[Any, None]):
         )
 
 
-class _RuleTallyPartition(StatefulSinkPartition[list[Tally], None]):
+class _RuleTallyPartition(StatefulSinkPartition[list[Tallies], None]):
     def __init__(
         self, writer: DeltaWriter, *, background: bool = False, commit_interval_s: float = 0.0
     ) -> None:
         self._writer = writer
-        self._tallies: list[Tally] = []
+        self._tallies: list[Tallies] = []
         self._commits = _Commits(
             writer.spec.path, self._write, background=background, min_interval_s=commit_interval_s
         )
         writer.table()
 
-    def write_batch(self, values: list[list[Tally]]) -> None:
+    def write_batch(self, values: list[list[Tallies]]) -> None:
         for value in values:
             self._tallies.extend(value)
 
     def _flush(self, closing: bool = False) -> None:
         tallies, self._tallies = self._tallies, []
         if tallies:
-            # The epoch's structured log line: one tally per consumed message.
-            run_stats.epoch((kind, detail) for _s, _o, kind, detail in tallies)
+            # The epoch's structured log line: every consumed message is tallied.
+            run_stats.epoch(count_fates(tallies))
             self._commits.add(tallies)
         if closing:
             self._commits.close()
 
-    def _write(self, epochs: list[list[Tally]]) -> None:
+    def _write(self, epochs: list[list[Tallies]]) -> None:
         tallies = [t for epoch in epochs for t in epoch]
-        committed = self._writer.committed({t[0] for t in tallies})
+        committed = self._writer.committed({t.stream for t in tallies})
         now = datetime.now(UTC)
         rows = [
             dict(row, duration_ms=0.0, validated_at=now, result=None)
@@ -322,7 +322,7 @@ class _RuleTallyPartition(StatefulSinkPartition[list[Tally], None]):
         self._flush(closing=True)
 
 
-class RecordRuleSink(FixedPartitionedSink[list[Tally], None]):
+class RecordRuleSink(FixedPartitionedSink[list[Tallies], None]):
     """Per-rule counts of the record-level rules, one validation run per partition per epoch.
 
     Exactly-once like the tables: rows carry the partition's last offset and

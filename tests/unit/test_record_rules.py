@@ -103,30 +103,39 @@ def test_rules_file_is_the_packaged_default() -> None:
 
 
 def test_tallies_count_each_message_once_across_a_replay() -> None:
-    from quality.record_rules import tally_rows
+    from quality.record_rules import DROP, REJECT, VALID, Tallies, tally_rows
 
+    warned = "order_value_plausible,reroute_has_reason"
     tallies = [
-        ("orders/0", 0, "ok", None),
-        ("orders/0", 1, "warn", "order_value_plausible,reroute_has_reason"),
-        ("orders/0", 2, "drop", "promise_after_creation"),
-        ("orders/0", 3, "reject", "malformed_json"),
-        ("orders/1", 0, "ok", None),
+        Tallies("orders/0", [0, 1, 4], VALID, [None, warned, None]),
+        Tallies("orders/0", [2], DROP, ["promise_after_creation"]),
+        Tallies("orders/0", [3], REJECT, ["malformed_json"]),
+        Tallies("orders/1", [0], VALID, [None]),
     ]
     rows = {r["partition"]: r for r in tally_rows(tallies, {})}
     first = json.loads(rows[0]["counts"])
     assert first == {
-        "messages": 4,
-        "passed": 1,
+        "messages": 5,
+        "passed": 2,
         "warned": {"order_value_plausible": 1, "reroute_has_reason": 1},
         "dropped": {"promise_after_creation": 1},
         "rejected_by_contract": {"malformed_json": 1},
     }
-    assert rows[0]["offset"] == 3 and not rows[0]["success"]
+    assert rows[0]["offset"] == 4 and rows[0]["batch_id"] == "orders/0@0-4"
+    assert not rows[0]["success"] and rows[0]["row_count"] == 5
     assert rows[1]["success"] and rows[1]["outcome"] == "passed"
-    # A replay cut differently: offsets 0..2 of partition 0 were committed already.
-    (replayed,) = tally_rows(tallies[:4], {"orders/0": 2})
-    assert json.loads(replayed["counts"])["messages"] == 1
-    assert replayed["batch_id"] == "orders/0@3-3"
+    # A replay cut differently: offsets 0..2 of partition 0 were committed
+    # already, so of the batch of valid events only offset 4 counts.
+    (replayed,) = tally_rows(tallies[:3], {"orders/0": 2})
+    assert json.loads(replayed["counts"]) == {
+        "messages": 2,
+        "passed": 1,
+        "warned": {},
+        "dropped": {},
+        "rejected_by_contract": {"malformed_json": 1},
+    }
+    assert replayed["batch_id"] == "orders/0@3-4"
+    assert tally_rows(tallies[:3], {"orders/0": 4}) == []
 
 
 def _every_rule_on_every_event(event: OrderEvent, received_us: int | None) -> RuleVerdict:

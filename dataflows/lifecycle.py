@@ -13,7 +13,6 @@ the view must be derived again.
 from __future__ import annotations
 
 import operator
-import typing
 from bisect import bisect_right
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, cast
@@ -24,8 +23,8 @@ from dataflows.outcome import Outcome, resolve
 from dataflows.settings import HealthSettings, OutlierSettings
 from dataflows.timeutil import from_us, to_us
 from schemas.events import (
+    ALL_EVENT_TYPES,
     Cancelled,
-    Event,
     EventType,
     Exception_,
     OrderCreated,
@@ -163,8 +162,6 @@ _CANCELLED = EventType.CANCELLED.value
 _SPECIAL = frozenset(
     {OrderCreated, PromiseUpdated, Cancelled, Routed, Rerouted, Shipped, Exception_}
 )
-#: Every event class of the contract (the members of the ``Event`` union).
-_EVENT_CLASSES: tuple[type[OrderEvent], ...] = typing.get_args(Event)
 _BASE_ATTRIBUTES = (
     "customer_id",
     "customer_segment",
@@ -211,7 +208,7 @@ def _stages(settings: HealthSettings) -> _Stages:
         sla = {WIRE[k]: v for k, v in settings.stage_sla_us.items()}
         names = frozenset(order)
         roles = {}
-        for cls in _EVENT_CLASSES:
+        for cls in ALL_EVENT_TYPES.values():
             name = WIRE[cls.event_type]
             roles[cls] = (name, name in names, name in names or name == _CANCELLED)
         cached = _STAGES[id(settings)] = _Stages(settings, order, sla, roles)

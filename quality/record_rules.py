@@ -8,7 +8,6 @@ after a crash decides exactly as the first run did.
 
 from __future__ import annotations
 
-import typing
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
 from enum import StrEnum
@@ -19,7 +18,7 @@ import msgspec
 
 from dataflows.settings import SettingsError, parse_duration_us
 from dataflows.timeutil import to_us
-from schemas.events import Event, OrderCreated, OrderEvent, Rerouted
+from schemas.events import ALL_EVENT_TYPES, OrderCreated, OrderEvent, Rerouted
 
 __all__ = [
     "APPLIES_TO",
@@ -108,8 +107,6 @@ APPLIES_TO: dict[str, tuple[type[OrderEvent], ...]] = {
     "order_value_plausible": (OrderCreated,),
     "reroute_has_reason": (Rerouted,),
 }
-#: Every event class of the contract (the members of the ``Event`` union).
-_EVENT_CLASSES: tuple[type[OrderEvent], ...] = typing.get_args(Event)
 
 
 def _skew_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -164,7 +161,7 @@ class RuleBook:
                 for rule in rules
                 if issubclass(cls, APPLIES_TO.get(rule.name, OrderEvent))
             ]
-            for cls in _EVENT_CLASSES
+            for cls in ALL_EVENT_TYPES.values()
         }
 
     @classmethod

@@ -7,9 +7,15 @@ that ended in hour ``h`` is the distribution of the same stage's dwells that
 ended in ``[h - history, h)``.  It is only asked for once the watermark has
 passed the dwell's end, when every dwell ending before ``h`` is known and can
 no longer change, so each baseline is computed once and cached.
+
+This class is the reference.  The native core keeps the same history in Rust
+(``orderhealth_native.DwellHistory``, :func:`dataflows.native_core.new_history`);
+both pickle to this class's state, so either restores the other's snapshot.
 """
 
 from __future__ import annotations
+
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -17,7 +23,23 @@ from numpy.typing import NDArray
 from dataflows.lifecycle import Baseline, Transition
 from dataflows.settings import OutlierSettings
 
-__all__ = ["DwellHistory"]
+__all__ = ["DwellHistory", "History"]
+
+
+class History(Protocol):
+    """What the stream asks of a partition's dwell history (either core)."""
+
+    settings: OutlierSettings
+
+    def replace(
+        self, order_id: str, old: tuple[Transition, ...], new: tuple[Transition, ...]
+    ) -> None: ...
+
+    def baseline(self, stage: str, end_us: int) -> Baseline | None: ...
+
+    def evict(self, watermark_us: int) -> None: ...
+
+    def __getstate__(self) -> dict[str, Any]: ...
 
 
 class DwellHistory:
@@ -31,11 +53,11 @@ class DwellHistory:
         #: gathering every dwell again in Python was half a baseline's cost.
         self._arrays: dict[tuple[str, int], NDArray[np.int64]] = {}
 
-    def __getstate__(self) -> dict[str, object]:
+    def __getstate__(self) -> dict[str, Any]:
         # The arrays are derivable from the buckets: snapshots leave them out.
         return {k: v for k, v in self.__dict__.items() if k != "_arrays"}
 
-    def __setstate__(self, state: dict[str, object]) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._arrays = {}
 

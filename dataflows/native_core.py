@@ -1,13 +1,13 @@
-"""Which core the stream runs: native facts, lifecycle rows, window deltas and store, or Python.
+"""Which core the stream runs: native (Rust) kernels or the Python reference.
 
 Fact expansion (one fact into a row change per window size and dimension),
-the window totals, reading an order's facts from its view and writing its
-lifecycle row were the largest costs of the core in CPython.  The
-``orderhealth_native`` extension (``native/``, Rust) implements them behind
-the same interfaces (:class:`~dataflows.contributions.WindowDelta`,
+the window totals, reading an order's facts from its view, writing its
+lifecycle row and the outlier baselines were the largest costs of the core in
+CPython.  The ``orderhealth_native`` extension (``native/``, Rust) implements
+them behind the same interfaces (:class:`~dataflows.contributions.WindowDelta`,
 :class:`~dataflows.window_metrics.WindowStore`, :func:`items_maker`,
-:func:`lifecycle_maker`); the Python implementations stay the reference the
-tests hold it equal to.
+:func:`lifecycle_maker`, :func:`new_history`); the Python implementations
+stay the reference the tests hold it equal to.
 
 ``ORDERHEALTH_CORE`` chooses: ``native``, ``python``, or unset (native when
 the extension is installed, else Python with a warning).  ``make install``
@@ -29,28 +29,33 @@ from typing import Any, cast
 
 import pyarrow as pa
 
-from dataflows import metrics, twin
+from dataflows import dwell_history, metrics, twin
 from dataflows.contributions import _PLAN, Delta, OrderItems, WindowDelta, order_items
 from dataflows.dimensions import DIMENSION_READERS, Attribute, Constant, Timeline
-from dataflows.lifecycle import OrderView
+from dataflows.dwell_history import DwellHistory, History
+from dataflows.lifecycle import Baseline, OrderView, Transition
 from dataflows.metrics import FACTS, MEASURES
 from dataflows.outcome import OutcomeStatus
-from dataflows.settings import HealthSettings
+from dataflows.settings import HealthSettings, OutlierSettings
 from dataflows.twin import STAGE_COLUMN_NAMES, LifecycleColumns, LifecycleRows, PyLifecycleRows
 
 __all__ = [
     "CORES",
+    "NATIVE_DWELLS_OF",
     "NATIVE_FACTS_OF",
     "NATIVE_TWIN_OF",
     "NativeCoreMissing",
     "core_name",
     "delta_factory",
+    "dwells_fingerprint",
     "facts_fingerprint",
     "items_maker",
     "lifecycle_maker",
     "native_facts",
     "native_module",
     "native_readers",
+    "new_history",
+    "restore_history",
     "twin_fingerprint",
 ]
 
@@ -301,3 +306,77 @@ class _NativeLifecycleRows:
             buffers.append(pa.py_buffer(values))
             out[name] = pa.Array.from_buffers(self._types[name], size, buffers, null_count=nulls)
         return out
+
+
+#: The fingerprint (:func:`dwells_fingerprint`) of ``dataflows/dwell_history.py``
+#: that ``native/src/dwells.rs`` was checked against; as :data:`NATIVE_FACTS_OF`,
+#: a change there puts the history back in Python until
+#: ``tests/unit/test_dwell_history.py`` checks the twin and names the new value.
+NATIVE_DWELLS_OF = "399f5d76d5c0bfce"
+
+
+def dwells_fingerprint() -> str:
+    """A hash of ``dataflows/dwell_history.py``, comments and layout aside."""
+    return _fingerprint(inspect.getsource(dwell_history))
+
+
+@cache
+def _native_dwells_current() -> bool:
+    return _still_checked(
+        dwells_fingerprint,
+        NATIVE_DWELLS_OF,
+        "the dwell history in dataflows/dwell_history.py changed since native/src/dwells.rs "
+        "was checked against it: outlier baselines are computed in Python (slower) until "
+        "tests/unit/test_dwell_history.py passes and NATIVE_DWELLS_OF is updated",
+    )
+
+
+def new_history(
+    settings: OutlierSettings, state: dict[str, Any] | None = None, core: str | None = None
+) -> History:
+    """A partition's dwell history for outlier baselines, of the chosen core.
+
+    ``state`` is a history's ``__getstate__()`` (either core's: they share the
+    reference's form), to restore.  The native history keeps the buckets and
+    the baselines in Rust; the Python one (:class:`DwellHistory`, the
+    reference) runs with the Python core, or when ``dataflows/dwell_history.py``
+    changed since the twin was checked (:data:`NATIVE_DWELLS_OF`).
+    """
+    core = core or core_name()
+    if core == "python" or not _native_dwells_current():
+        history = DwellHistory(settings)
+        if state is not None:
+            history.__setstate__({**state, "settings": settings})
+        return history
+    kernel = _installed().DwellHistory(settings.bucket_us, settings.history_us, Baseline)
+    if state is not None:
+        kernel.load(state["_buckets"], state["_cache"])
+    return _NativeDwellHistory(settings, kernel)
+
+
+def restore_history(state: dict[str, Any]) -> History:
+    """Unpickle a native history, into the core this process runs."""
+    return new_history(state["settings"], state)
+
+
+class _NativeDwellHistory:
+    """``orderhealth_native.DwellHistory``, pickled in the reference's form."""
+
+    __slots__ = ("_kernel", "baseline", "evict", "replace", "settings")
+
+    def __init__(self, settings: OutlierSettings, kernel: Any) -> None:
+        self.settings = settings
+        self._kernel = kernel
+        # The kernel's own methods: no Python frame per call.
+        self.replace: Callable[[str, tuple[Transition, ...], tuple[Transition, ...]], None] = (
+            kernel.replace
+        )
+        self.baseline: Callable[[str, int], Baseline | None] = kernel.baseline
+        self.evict: Callable[[int], None] = kernel.evict
+
+    def __getstate__(self) -> dict[str, Any]:
+        buckets, cached = self._kernel.state()
+        return {"settings": self.settings, "_buckets": buckets, "_cache": cached}
+
+    def __reduce__(self) -> tuple[Callable[[dict[str, Any]], History], tuple[dict[str, Any]]]:
+        return restore_history, (self.__getstate__(),)

@@ -21,7 +21,6 @@ import msgspec
 
 from dataflows.bronze_rows import BronzeRows
 from dataflows.contributions import OrderItems, WindowDelta
-from dataflows.dwell_history import DwellHistory
 from dataflows.lifecycle import (
     EVENT_RANK,
     Baseline,
@@ -32,7 +31,7 @@ from dataflows.lifecycle import (
     derive_view,
     judge_dwell,
 )
-from dataflows.native_core import delta_factory, items_maker, lifecycle_maker
+from dataflows.native_core import delta_factory, items_maker, lifecycle_maker, new_history
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import to_us
 from dataflows.twin import LifecycleColumns
@@ -196,7 +195,7 @@ class PartitionProcessor:
         self.max_event_us: int | None = None
         self.newest_produced_us: int | None = None
         self.orders: dict[str, _Order] = {}
-        self.history = DwellHistory(settings.outliers)
+        self.history = new_history(settings.outliers)
         self._timers: list[tuple[int, str]] = []
         #: (watermark past which to evict, order id) for finished orders.
         self._evictions: list[tuple[int, str]] = []
@@ -230,7 +229,8 @@ class PartitionProcessor:
         self.max_event_us = state["max_event_us"]
         self.newest_produced_us = state.get("newest_produced_us")
         self.orders = state["orders"]
-        self.history = state["history"]
+        # Into the core this process runs, whichever pickled it.
+        self.history = new_history(self.settings.outliers, state["history"].__getstate__())
         self._timers = state["timers"]
         self._evictions = state.get("evictions", [])
         self.evicted = state.get("evicted", {})

@@ -21,8 +21,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::AsPyPointer;
 
+mod dwells;
 mod facts;
 mod lifecycle;
+use dwells::DwellHistory;
 use facts::{Facts, Items};
 use lifecycle::LifecycleRows;
 
@@ -973,5 +975,6 @@ fn orderhealth_native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
     m.add_class::<Facts>()?;
     m.add_class::<Items>()?;
     m.add_class::<LifecycleRows>()?;
+    m.add_class::<DwellHistory>()?;
     Ok(())
 }

@@ -37,6 +37,7 @@ from schemas.events import (
 
 __all__ = [
     "EVENT_RANK",
+    "SPECIAL_ROLES",
     "Baseline",
     "BaselineLookup",
     "Flag",
@@ -47,6 +48,7 @@ __all__ = [
     "add_outlier_flags",
     "derive_view",
     "judge_dwell",
+    "sla_breach_reason",
     "sort_events",
 ]
 
@@ -158,10 +160,18 @@ EVENT_RANK = {event_type: rank for rank, event_type in enumerate(EventType)}
 WIRE = {event_type: event_type.value for event_type in EventType}
 _DELIVERED = EventType.DELIVERED.value
 _CANCELLED = EventType.CANCELLED.value
-#: Event classes that carry more than a stage time (dispatched on in derive_view).
-_SPECIAL = frozenset(
-    {OrderCreated, PromiseUpdated, Cancelled, Routed, Rerouted, Shipped, Exception_}
-)
+#: Event classes that carry more than a stage time (dispatched on in
+#: derive_view), with the name of their role (the native twin's dispatch).
+SPECIAL_ROLES: dict[type, str] = {
+    OrderCreated: "created",
+    PromiseUpdated: "promise",
+    Cancelled: "cancelled",
+    Routed: "routed",
+    Rerouted: "rerouted",
+    Shipped: "shipped",
+    Exception_: "exception",
+}
+_SPECIAL = frozenset(SPECIAL_ROLES)
 _BASE_ATTRIBUTES = (
     "customer_id",
     "customer_segment",
@@ -213,6 +223,11 @@ def _stages(settings: HealthSettings) -> _Stages:
             roles[cls] = (name, name in names, name in names or name == _CANCELLED)
         cached = _STAGES[id(settings)] = _Stages(settings, order, sla, roles)
     return cached
+
+
+def sla_breach_reason(stage: str, sla_us: int) -> str:
+    """The text of a ``stage_sla_breach`` flag."""
+    return f"{stage} dwell exceeded {sla_us / 3_600_000_000:g}h SLA"
 
 
 def derive_view(
@@ -345,10 +360,7 @@ def derive_view(
             breached = False
             deadlines.append(deadline)
         if breached:
-            hours = sla / 3_600_000_000
-            flags.append(
-                Flag(FlagKind.STAGE_SLA_BREACH, deadline, f"{stage} dwell exceeded {hours:g}h SLA")
-            )
+            flags.append(Flag(FlagKind.STAGE_SLA_BREACH, deadline, sla_breach_reason(stage, sla)))
 
     outcome = resolve(
         first_promise_us=first_promise,

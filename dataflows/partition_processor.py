@@ -28,10 +28,15 @@ from dataflows.lifecycle import (
     OrderView,
     Transition,
     add_outlier_flags,
-    derive_view,
     judge_dwell,
 )
-from dataflows.native_core import delta_factory, items_maker, lifecycle_maker, new_history
+from dataflows.native_core import (
+    delta_factory,
+    items_maker,
+    lifecycle_maker,
+    new_history,
+    view_maker,
+)
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import to_us
 from dataflows.twin import LifecycleColumns
@@ -205,6 +210,7 @@ class PartitionProcessor:
         self._new_delta = delta_factory(settings)
         self._items = items_maker(settings)
         self._new_rows = lifecycle_maker()
+        self._view = view_maker(settings)
 
     # -- recovery ---------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -238,13 +244,14 @@ class PartitionProcessor:
         self._new_delta = delta_factory(self.settings)
         self._items = items_maker(self.settings)
         self._new_rows = lifecycle_maker()
+        self._view = view_maker(self.settings)
         # Between batches every order's view is up to date with the watermark
         # (all passed deadlines have fired), so its items are exactly what
         # deriving them again now gives.
         watermark = self.watermark_us
         for order_id, order in self.orders.items():
             _judge_legacy_baselines(order, self.settings)
-            view = _derive_view(order_id, order, self.settings, watermark)
+            view = self._view(order_id, order.events, watermark, order.times)
             view = add_outlier_flags(
                 view, self.settings, watermark, self.history.baseline, order.verdicts
             )
@@ -390,7 +397,7 @@ class PartitionProcessor:
 
     def _derive(self, order_id: str, watermark: int | None) -> OrderView:
         order = self.orders[order_id]
-        view = _derive_view(order_id, order, self.settings, watermark)
+        view = self._view(order_id, order.events, watermark, order.times)
         self.history.replace(order_id, order.dwells, view.transitions)
         order.dwells = view.transitions
         return view
@@ -431,13 +438,6 @@ def _judge_legacy_baselines(order: _Order, settings: HealthSettings) -> None:
         for key, value in memo.items()
         if key in dwells
     }
-
-
-def _derive_view(
-    order_id: str, order: _Order, settings: HealthSettings, watermark: int | None
-) -> OrderView:
-    """The order's view, with the event times it already holds."""
-    return derive_view(order_id, order.events, settings, watermark, times=order.times)
 
 
 def _insert(order: _Order, event: OrderEvent, at_us: int) -> None:

@@ -99,3 +99,22 @@ class DwellHistory:
         buckets: dict[tuple[str, int], dict[str, int]],
         cache: dict[tuple[str, int], Any],
     ) -> None: ...
+
+class Views:
+    def __init__(
+        self,
+        roles: dict[type, tuple[str, int | None, bool, str]],
+        stages: list[str],
+        sla: list[int | None],
+        sla_reasons: list[str | None],
+        delivered: int | None,
+        base_attributes: list[str],
+        classes: tuple[Any, Any, Any, Any],
+        statuses: tuple[Any, Any, Any, Any],
+        kinds: tuple[str, str, str],
+        to_us: Callable[[Any], int],
+        fallback: Callable[[str, list[Any], int | None, list[int]], Any],
+    ) -> None: ...
+    def derive(
+        self, order_id: str, events: list[Any], watermark_us: int | None, times: list[int]
+    ) -> Any: ...

@@ -24,9 +24,11 @@ use pyo3::AsPyPointer;
 mod dwells;
 mod facts;
 mod lifecycle;
+mod view;
 use dwells::DwellHistory;
 use facts::{Facts, Items};
 use lifecycle::LifecycleRows;
+use view::Views;
 
 /// Window size label, window start (us), dimension, dimension value; strings
 /// are ids in the process-wide [`Interner`].
@@ -976,5 +978,6 @@ fn orderhealth_native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
     m.add_class::<Items>()?;
     m.add_class::<LifecycleRows>()?;
     m.add_class::<DwellHistory>()?;
+    m.add_class::<Views>()?;
     Ok(())
 }

@@ -8,6 +8,11 @@ one type share their fields, so a batch is grouped by type: msgspec hands out
 each event's values as a tuple, ``zip`` turns a type's tuples into columns in
 C, and Arrow converts each column in one call.  The rows keep their offset
 order.
+
+This class is the reference.  The native core builds the same table from the
+same lists straight into Arrow buffers, in offset order
+(``orderhealth_native.BronzePlan``, :func:`dataflows.native_core.bronze_maker`);
+the tests hold the two equal.
 """
 
 from __future__ import annotations
@@ -36,7 +41,16 @@ _astuple = msgspec.structs.astuple
 class BronzeRows:
     """The bronze rows of one batch: the events and what the partition decided."""
 
-    __slots__ = ("_events", "duplicate", "late", "offsets", "partition", "topic", "warnings")
+    __slots__ = (
+        "_events",
+        "duplicate",
+        "late",
+        "offsets",
+        "partition",
+        "times",
+        "topic",
+        "warnings",
+    )
 
     def __init__(self, topic: str, partition: int) -> None:
         self.topic = topic
@@ -47,15 +61,25 @@ class BronzeRows:
         self.late: list[bool] = []
         #: Comma-joined names of the record rules (action "warn") each broke.
         self.warnings: list[str | None] = []
+        #: The events' times in us (the native table writes ``event_time``
+        #: from them; this reference reads the events' own field).
+        self.times: list[int] = []
 
     def add(
-        self, event: OrderEvent, offset: int, *, duplicate: bool, late: bool, warnings: str | None
+        self,
+        event: OrderEvent,
+        offset: int,
+        duplicate: bool,
+        late: bool,
+        warnings: str | None,
+        at_us: int,
     ) -> None:
         self._events.append(event)
         self.offsets.append(offset)
         self.duplicate.append(duplicate)
         self.late.append(late)
         self.warnings.append(warnings)
+        self.times.append(at_us)
 
     def __len__(self) -> int:
         return len(self._events)

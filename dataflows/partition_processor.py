@@ -31,6 +31,7 @@ from dataflows.lifecycle import (
     judge_dwell,
 )
 from dataflows.native_core import (
+    bronze_maker,
     delta_factory,
     items_maker,
     lifecycle_maker,
@@ -211,6 +212,7 @@ class PartitionProcessor:
         self._items = items_maker(settings)
         self._new_rows = lifecycle_maker()
         self._view = view_maker(settings)
+        self._new_bronze = bronze_maker()
 
     # -- recovery ---------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -245,6 +247,7 @@ class PartitionProcessor:
         self._items = items_maker(self.settings)
         self._new_rows = lifecycle_maker()
         self._view = view_maker(self.settings)
+        self._new_bronze = bronze_maker()
         # Between batches every order's view is up to date with the watermark
         # (all passed deadlines have fired), so its items are exactly what
         # deriving them again now gives.
@@ -270,7 +273,7 @@ class PartitionProcessor:
     # -- processing -------------------------------------------------------
     def process(self, batch: list[SourcedEvent]) -> PartitionBatch:
         """Apply a batch (in offset order) and return rows and window deltas."""
-        bronze = BronzeRows(self.topic, self.partition)
+        bronze = self._new_bronze(self.topic, self.partition)
         touched: set[str] = set()
         last_offset = -1
         lateness = self.settings.allowed_lateness_us
@@ -293,11 +296,7 @@ class PartitionProcessor:
                 if duplicate and _conflicts(order, event):
                     warnings = (*warnings, EVENT_ID_CONFLICT)
             bronze.add(
-                event,
-                item.offset,
-                duplicate=duplicate,
-                late=late,
-                warnings=",".join(warnings) if warnings else None,
+                event, item.offset, duplicate, late, ",".join(warnings) if warnings else None, at
             )
             last_offset = item.offset
             if item.produced_us is not None and item.produced_us > (self.newest_produced_us or -1):

@@ -118,3 +118,25 @@ class Views:
     def derive(
         self, order_id: str, events: list[Any], watermark_us: int | None, times: list[int]
     ) -> Any: ...
+
+class BronzePlan:
+    def __init__(
+        self,
+        columns: list[tuple[str, str]],
+        classes: dict[type, tuple[str, list[int | None]]],
+        coordinates: list[str],
+        to_us: Callable[[Any], int],
+        json_fallback: Callable[[Any], str],
+        astuple: Callable[[Any], tuple[Any, ...]],
+    ) -> None: ...
+    def table(
+        self,
+        topic: str,
+        partition: int,
+        events: list[Any],
+        offsets: list[int],
+        duplicate: list[bool],
+        late: list[bool],
+        warnings: list[str | None],
+        times: list[int],
+    ) -> list[tuple[str, bytes | None, bytes | None, bytes, int]]: ...

@@ -21,10 +21,12 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::AsPyPointer;
 
+mod bronze;
 mod dwells;
 mod facts;
 mod lifecycle;
 mod view;
+use bronze::BronzePlan;
 use dwells::DwellHistory;
 use facts::{Facts, Items};
 use lifecycle::LifecycleRows;
@@ -979,5 +981,6 @@ fn orderhealth_native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
     m.add_class::<LifecycleRows>()?;
     m.add_class::<DwellHistory>()?;
     m.add_class::<Views>()?;
+    m.add_class::<BronzePlan>()?;
     Ok(())
 }

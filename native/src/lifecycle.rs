@@ -26,7 +26,7 @@ use pyo3::AsPyPointer;
 const US_PER_HOUR: f64 = 3_600_000_000.0;
 
 /// One column's buffers, in the Arrow layout of its type.
-enum Column {
+pub(crate) enum Column {
     /// `string`: i32 offsets and UTF-8 data.
     Str {
         offsets: Vec<i32>,
@@ -37,12 +37,14 @@ enum Column {
     /// `int32`.
     I32(Vec<i32>),
     F64(Vec<f64>),
+    /// `bool`: bit-packed on the way out.
+    Bool(Vec<bool>),
 }
 
-struct Buffers {
-    name: String,
-    column: Column,
-    valid: Vec<bool>,
+pub(crate) struct Buffers {
+    pub(crate) name: String,
+    pub(crate) column: Column,
+    pub(crate) valid: Vec<bool>,
 }
 
 /// The columns of `lifecycle_values`, in its order (the stage columns follow).
@@ -83,7 +85,7 @@ const FIXED: [(&str, u8); 30] = [
 /// each under its own name in `OrderView.attributes`.
 const ATTRIBUTE_COLUMNS: std::ops::Range<usize> = 1..10;
 
-fn buffers(name: &str, kind: u8) -> Buffers {
+pub(crate) fn buffers(name: &str, kind: u8) -> Buffers {
     let column = match kind {
         b's' => Column::Str {
             offsets: vec![0],
@@ -91,6 +93,7 @@ fn buffers(name: &str, kind: u8) -> Buffers {
         },
         b'i' => Column::I64(Vec::new()),
         b'p' => Column::I32(Vec::new()),
+        b'b' => Column::Bool(Vec::new()),
         _ => Column::F64(Vec::new()),
     };
     Buffers {
@@ -272,39 +275,52 @@ impl LifecycleRows {
     /// None, values, null count)` per column, buffers as `bytes` in Arrow's
     /// layout (little-endian, validity LSB first).
     fn take(&mut self, py: Python<'_>) -> PyResult<PyObject> {
-        let out = PyList::empty(py);
-        for b in &mut self.columns {
-            let nulls = b.valid.iter().filter(|v| !**v).count();
-            let validity: PyObject = if nulls == 0 {
-                py.None()
-            } else {
-                PyBytes::new(py, &bits(&b.valid)).into()
-            };
-            let (offsets, values): (PyObject, &PyBytes) = match &mut b.column {
-                Column::Str { offsets, data } => {
-                    if i32::try_from(data.len()).is_err() {
-                        return Err(PyValueError::new_err(format!(
-                            "{}: more than 2 GiB of text in one batch",
-                            b.name
-                        )));
-                    }
-                    let o = PyBytes::new(py, &le_bytes(offsets, |v| v.to_le_bytes()));
-                    let d = PyBytes::new(py, data);
-                    offsets.clear();
-                    offsets.push(0);
-                    data.clear();
-                    (o.into(), d)
-                }
-                Column::I64(values) => (py.None(), drain(py, values, i64::to_le_bytes)),
-                Column::I32(values) => (py.None(), drain(py, values, i32::to_le_bytes)),
-                Column::F64(values) => (py.None(), drain(py, values, f64::to_le_bytes)),
-            };
-            b.valid.clear();
-            out.append((b.name.as_str(), validity, offsets, values, nulls))?;
-        }
+        let out = take_buffers(py, &mut self.columns)?;
         self.rows = 0;
-        Ok(out.into())
+        Ok(out)
     }
+}
+
+/// The columns' rows so far, then none: `(name, validity bits or None,
+/// offsets or None, values, null count)` per column, buffers as `bytes` in
+/// Arrow's layout (little-endian, validity LSB first).
+pub(crate) fn take_buffers(py: Python<'_>, columns: &mut [Buffers]) -> PyResult<PyObject> {
+    let out = PyList::empty(py);
+    for b in columns {
+        let nulls = b.valid.iter().filter(|v| !**v).count();
+        let validity: PyObject = if nulls == 0 {
+            py.None()
+        } else {
+            PyBytes::new(py, &bits(&b.valid)).into()
+        };
+        let (offsets, values): (PyObject, &PyBytes) = match &mut b.column {
+            Column::Str { offsets, data } => {
+                if i32::try_from(data.len()).is_err() {
+                    return Err(PyValueError::new_err(format!(
+                        "{}: more than 2 GiB of text in one batch",
+                        b.name
+                    )));
+                }
+                let o = PyBytes::new(py, &le_bytes(offsets, |v| v.to_le_bytes()));
+                let d = PyBytes::new(py, data);
+                offsets.clear();
+                offsets.push(0);
+                data.clear();
+                (o.into(), d)
+            }
+            Column::I64(values) => (py.None(), drain(py, values, i64::to_le_bytes)),
+            Column::I32(values) => (py.None(), drain(py, values, i32::to_le_bytes)),
+            Column::F64(values) => (py.None(), drain(py, values, f64::to_le_bytes)),
+            Column::Bool(values) => {
+                let packed = PyBytes::new(py, &bits(values));
+                values.clear();
+                (py.None(), packed)
+            }
+        };
+        b.valid.clear();
+        out.append((b.name.as_str(), validity, offsets, values, nulls))?;
+    }
+    Ok(out.into())
 }
 
 /// The values as little-endian bytes, then none.
@@ -406,7 +422,7 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 /// int (64-bit), float, bool and None values, nested dicts included (what
 /// the contract's contexts hold); None for anything else (the caller falls
 /// back to Python).
-fn json_text(value: &PyAny) -> PyResult<Option<String>> {
+pub(crate) fn json_text(value: &PyAny) -> PyResult<Option<String>> {
     let mut out = String::new();
     let mut scratch = Scratch::default();
     // SAFETY: the GIL is held and no Python code runs while the writer reads

@@ -1,17 +1,31 @@
-"""Bronze rows built a column at a time equal the same rows built one dict per event."""
+"""Bronze rows built a column at a time equal the same rows built one dict per event.
+
+Both cores: the Python reference (``BronzeRows``) and the native rows
+(``native/src/bronze.rs``) that write Arrow buffers in offset order.
+"""
 
 from __future__ import annotations
 
+import pickle
 from datetime import UTC, timedelta, timezone
 from typing import Any
 
 import msgspec
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dataflows import native_core
 from dataflows.bronze_rows import JSON_FIELDS, BronzeRows
 from dataflows.json_text import json_text
+from dataflows.native_core import (
+    NATIVE_BRONZE_OF,
+    bronze_fingerprint,
+    bronze_maker,
+    native_module,
+)
+from dataflows.timeutil import to_us
 from lakehouse.tables import BRONZE_EVENTS
 from schemas.events import EventType, OrderEvent
 from tests.factories import at, event
@@ -22,6 +36,8 @@ _CONTEXT = st.dictionaries(
     st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(0, 1e3), st.text()),
     max_size=3,
 )
+CORES = ["python"] + (["native"] if native_module() is not None else [])
+needs_native = pytest.mark.skipif(native_module() is None, reason="orderhealth_native is not built")
 _ATTRIBUTES = st.dictionaries(
     st.text(min_size=1, max_size=5), st.recursive(st.integers() | st.text(), st.lists), max_size=3
 )
@@ -53,6 +69,7 @@ def _reference_row(event: OrderEvent) -> dict[str, Any]:
     return row
 
 
+@pytest.mark.parametrize("core", CORES)
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(
@@ -60,11 +77,13 @@ def _reference_row(event: OrderEvent) -> dict[str, Any]:
         max_size=25,
     )
 )
-def test_columns_equal_rows(batch: list[tuple[OrderEvent, bool, bool, str | None]]) -> None:
-    rows = BronzeRows("orders", 3)
+def test_columns_equal_rows(
+    core: str, batch: list[tuple[OrderEvent, bool, bool, str | None]]
+) -> None:
+    rows = bronze_maker(core)("orders", 3)
     reference = []
     for offset, (e, duplicate, late, warnings) in enumerate(batch, start=100):
-        rows.add(e, offset, duplicate=duplicate, late=late, warnings=warnings)
+        rows.add(e, offset, duplicate, late, warnings, to_us(e.event_time))
         reference.append(
             {
                 **_reference_row(e),
@@ -82,3 +101,50 @@ def test_columns_equal_rows(batch: list[tuple[OrderEvent, bool, bool, str | None
     assert got.equals(expected), (got.to_pylist(), reference)
     assert len(rows) == len(batch)
     assert rows.offsets == [100 + i for i in range(len(batch))]
+    assert rows.warnings == [warnings for _e, _d, _l, warnings in batch]
+    # A batch crossing Bytewax processes is pickled: the same rows arrive.
+    assert pickle.loads(pickle.dumps(rows)).table().equals(expected)
+    assert rows.table().equals(expected)  # built again, the same
+
+
+@needs_native
+def test_the_native_rows_are_the_native_core_s() -> None:
+    assert type(bronze_maker("native")("orders", 3)) is not BronzeRows
+
+
+def test_the_native_rows_were_checked_against_this_reference() -> None:
+    """The fingerprint names the reference the equality test above passed on."""
+    assert bronze_fingerprint() == NATIVE_BRONZE_OF, (
+        "dataflows/bronze_rows.py or json_text.py changed, so the native core now builds "
+        "bronze rows in Python.  Make native/src/bronze.rs match, run this file's "
+        f"equality test, then set dataflows.native_core.NATIVE_BRONZE_OF = "
+        f"{bronze_fingerprint()!r}"
+    )
+
+
+@needs_native
+def test_changed_rows_are_built_in_python_until_their_twin_is_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(native_core, "NATIVE_BRONZE_OF", "another reference")
+    native_core._native_bronze_current.cache_clear()
+    try:
+        maker = bronze_maker("native")
+    finally:
+        monkeypatch.undo()
+        native_core._native_bronze_current.cache_clear()
+    assert maker is BronzeRows
+
+
+@needs_native
+def test_native_rows_refuse_what_is_not_an_event() -> None:
+    rows = bronze_maker("native")("orders", 3)
+    rows.add(object(), 1, False, False, None, 0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not an event of the contract"):
+        rows.table()
+    # A value of the wrong type (the decoder never lets one through).
+    rows = bronze_maker("native")("orders", 3)
+    bad = msgspec.structs.replace(event("ORDER_CREATED", "A", at(1)), region=7)
+    rows.add(bad, 1, False, False, None, to_us(at(1)))
+    with pytest.raises(TypeError):
+        rows.table()

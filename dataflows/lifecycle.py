@@ -50,7 +50,6 @@ __all__ = [
     "judge_dwell",
     "sla_breach_reason",
     "sort_events",
-    "with_outlier_flags",
 ]
 
 
@@ -458,7 +457,7 @@ def add_outlier_flags(
     stages again each time was a fifth of its per-partition work.
     """
     outliers = settings.outliers
-    new: list[Flag] = []
+    flags = list(view.flags)
     deadlines = [view.next_deadline_us] if view.next_deadline_us is not None else []
     for t in view.transitions:
         if watermark_us is None or watermark_us <= t.end_us:
@@ -473,15 +472,12 @@ def add_outlier_flags(
             else:
                 flag = verdicts[key] = judge_dwell(t, baseline(t.stage, t.end_us), outliers)
         if flag is not None:
-            new.append(flag)
-    deadline = min(deadlines) if deadlines else None
-    if not new and view.next_deadline_us == deadline:
+            flags.append(flag)
+    if len(flags) == len(view.flags) and view.next_deadline_us == (
+        min(deadlines) if deadlines else None
+    ):
         return view
-    return with_outlier_flags(view, new, deadline)
-
-
-def with_outlier_flags(view: OrderView, new: list[Flag], deadline: int | None) -> OrderView:
-    """The view with outlier flags ``new`` among its flags, and its next deadline."""
-    flags = [*view.flags, *new]
     flags.sort(key=lambda f: (f.at_us, f.kind, f.reason))
-    return msgspec.structs.replace(view, flags=tuple(flags), next_deadline_us=deadline)
+    return msgspec.structs.replace(
+        view, flags=tuple(flags), next_deadline_us=min(deadlines) if deadlines else None
+    )

@@ -16,7 +16,6 @@ builds the extension; see ``native/README.md``.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import inspect
 import io
@@ -42,13 +41,9 @@ from dataflows.lifecycle import (
     Flag,
     FlagKind,
     OrderView,
-    OutlierVerdicts,
     Transition,
-    add_outlier_flags,
     derive_view,
-    judge_dwell,
     sla_breach_reason,
-    with_outlier_flags,
 )
 from dataflows.metrics import FACTS, MEASURES
 from dataflows.outcome import Outcome, OutcomeStatus
@@ -76,7 +71,6 @@ __all__ = [
     "native_module",
     "native_readers",
     "new_history",
-    "outliers_maker",
     "restore_history",
     "twin_fingerprint",
     "view_fingerprint",
@@ -414,13 +408,15 @@ ViewMaker = Callable[[str, list[Any], int | None, list[int]], OrderView]
 #: ``native/src/view.rs`` was checked against; as :data:`NATIVE_FACTS_OF`, a
 #: change puts the derivation back in Python until
 #: ``tests/unit/test_native_view.py`` checks the twin and names the new value.
-NATIVE_VIEW_OF = "b09c7402ac094c9a"
+NATIVE_VIEW_OF = "08da7f195d043ee7"
 
 
 def view_fingerprint() -> str:
-    """A hash of the derivation and the outlier flags: ``dataflows/lifecycle.py``
-    and ``dataflows/outcome.py``."""
-    return _fingerprint(inspect.getsource(lifecycle) + inspect.getsource(outcome))
+    """A hash of the derivation: ``dataflows/lifecycle.py`` up to the outlier
+    verdicts (the view, its parts and ``derive_view``) and ``dataflows/outcome.py``."""
+    source = inspect.getsource(lifecycle)
+    section = source[: source.index("#: (stage, dwell end time) -> the outlier verdict")]
+    return _fingerprint(section + inspect.getsource(outcome))
 
 
 @cache
@@ -429,8 +425,7 @@ def _native_view_current() -> bool:
         view_fingerprint,
         NATIVE_VIEW_OF,
         "the order view's derivation in dataflows/lifecycle.py or outcome.py changed since "
-        "native/src/view.rs was checked against it: views and outlier flags are derived in "
-        "Python (slower) "
+        "native/src/view.rs was checked against it: views are derived in Python (slower) "
         "until tests/unit/test_native_view.py passes and NATIVE_VIEW_OF is updated",
     )
 
@@ -452,44 +447,7 @@ def view_maker(settings: HealthSettings, core: str | None = None) -> ViewMaker:
     core = core or core_name()
     if core == "python" or not _native_view_current():
         return python
-    maker: ViewMaker = _views(settings, python).derive
-    return maker
-
-
-#: ``(view, watermark_us, verdicts) -> view`` with its outlier flags
-#: (:func:`~dataflows.lifecycle.add_outlier_flags` against a partition's history).
-OutlierFlagger = Callable[[OrderView, int | None, OutlierVerdicts], OrderView]
-
-
-def outliers_maker(
-    settings: HealthSettings, history: History, core: str | None = None
-) -> OutlierFlagger:
-    """A maker of a view's outlier flags against ``history``, of the chosen core.
-
-    The native one judges the stages in Rust against the native history and
-    hands a view back untouched when nothing changed (nearly always); it
-    runs when both the view and the history are native.
-    """
-
-    def python(view: OrderView, watermark_us: int | None, verdicts: OutlierVerdicts) -> OrderView:
-        return add_outlier_flags(view, settings, watermark_us, history.baseline, verdicts)
-
-    core = core or core_name()
-    if (
-        core == "python"
-        or not _native_view_current()
-        or not isinstance(history, _NativeDwellHistory)
-    ):
-        return python
-    views = _views(settings, view_maker(settings, "python"))
-    flagger: OutlierFlagger = functools.partial(views.add_outlier_flags, history._kernel)
-    return flagger
-
-
-def _views(settings: HealthSettings, fallback: ViewMaker) -> Any:
-    """``orderhealth_native.Views`` for ``settings``: the derivation's plan."""
     stages = lifecycle._stages(settings)
-    outliers = settings.outliers
     index = {name: i for i, name in enumerate(stages.order)}
     roles = {
         cls: (name, index.get(name), moves, SPECIAL_ROLES.get(cls, ""))
@@ -511,15 +469,10 @@ def _views(settings: HealthSettings, fallback: ViewMaker) -> Any:
         (OutcomeStatus.OPEN, OutcomeStatus.ON_TIME, OutcomeStatus.LATE, OutcomeStatus.CANCELLED),
         (FlagKind.EXCEPTION, FlagKind.REROUTE, FlagKind.STAGE_SLA_BREACH),
         to_us,
-        fallback,
-        (
-            outliers.scaled_threshold,
-            outliers.min_samples,
-            lambda transition, baseline: judge_dwell(transition, baseline, outliers),
-            with_outlier_flags,
-        ),
+        python,
     )
-    return kernel
+    maker: ViewMaker = kernel.derive
+    return maker
 
 
 #: The fingerprint (:func:`bronze_fingerprint`) of the bronze rows that

@@ -27,6 +27,7 @@ from dataflows.lifecycle import (
     Flag,
     OrderView,
     Transition,
+    add_outlier_flags,
     judge_dwell,
 )
 from dataflows.native_core import (
@@ -35,7 +36,6 @@ from dataflows.native_core import (
     items_maker,
     lifecycle_maker,
     new_history,
-    outliers_maker,
     view_maker,
 )
 from dataflows.settings import HealthSettings
@@ -202,7 +202,6 @@ class PartitionProcessor:
         self.newest_produced_us: int | None = None
         self.orders: dict[str, _Order] = {}
         self.history = new_history(settings.outliers)
-        self._outliers = outliers_maker(settings, self.history)
         self._timers: list[tuple[int, str]] = []
         #: (watermark past which to evict, order id) for finished orders.
         self._evictions: list[tuple[int, str]] = []
@@ -240,7 +239,6 @@ class PartitionProcessor:
         self.orders = state["orders"]
         # Into the core this process runs, whichever pickled it.
         self.history = new_history(self.settings.outliers, state["history"].__getstate__())
-        self._outliers = outliers_maker(self.settings, self.history)
         self._timers = state["timers"]
         self._evictions = state.get("evictions", [])
         self.evicted = state.get("evicted", {})
@@ -257,7 +255,9 @@ class PartitionProcessor:
         for order_id, order in self.orders.items():
             _judge_legacy_baselines(order, self.settings)
             view = self._view(order_id, order.events, watermark, order.times)
-            view = self._outliers(view, watermark, order.verdicts)
+            view = add_outlier_flags(
+                view, self.settings, watermark, self.history.baseline, order.verdicts
+            )
             order.items = self._items(view)
 
     @property
@@ -333,7 +333,9 @@ class PartitionProcessor:
         views = {order_id: self._derive(order_id, watermark) for order_id in sorted(touched)}
         for order_id, base_view in views.items():
             order = self.orders[order_id]
-            view = self._outliers(base_view, watermark, order.verdicts)
+            view = add_outlier_flags(
+                base_view, self.settings, watermark, self.history.baseline, order.verdicts
+            )
             self._apply(order_id, view, delta)
             lifecycle.add(view, self.topic, self.partition, order.last_offset, order.first_seen_us)
         delta.drop_unchanged()

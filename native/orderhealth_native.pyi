@@ -114,13 +114,7 @@ class Views:
         kinds: tuple[str, str, str],
         to_us: Callable[[Any], int],
         fallback: Callable[[str, list[Any], int | None, list[int]], Any],
-        outliers: tuple[
-            float, int, Callable[[Any, Any], Any], Callable[[Any, list[Any], int | None], Any]
-        ],
     ) -> None: ...
-    def add_outlier_flags(
-        self, history: DwellHistory, view: Any, watermark_us: int | None, verdicts: dict[Any, Any]
-    ) -> Any: ...
     def derive(
         self, order_id: str, events: list[Any], watermark_us: int | None, times: list[int]
     ) -> Any: ...

@@ -76,41 +76,6 @@ impl DwellHistory {
         PyTuple::new(py, [stage.into_py(py), key.1.into_py(py)]).into()
     }
 
-    /// `baseline`, for the native outlier flags (`Views.add_outlier_flags`).
-    pub(crate) fn baseline_of(
-        &mut self,
-        py: Python<'_>,
-        stage: &PyString,
-        end_us: i64,
-    ) -> PyResult<PyObject> {
-        let hour = self.bucket(end_us);
-        let key = (interner().id(stage)?, hour);
-        if let Some(known) = self.cache.get(&key) {
-            return Ok(known.clone_ref(py));
-        }
-        let mut dwells: Vec<i64> = Vec::new();
-        let mut start = hour - self.history_us;
-        while start < hour {
-            if let Some(bucket) = self.buckets.get(&(key.0, start)) {
-                dwells.extend(bucket.values());
-            }
-            start += self.bucket_us;
-        }
-        let result = if dwells.is_empty() {
-            py.None()
-        } else {
-            dwells.sort_unstable();
-            let middle = middle_of_ints(&dwells);
-            let mut deviations: Vec<f64> =
-                dwells.iter().map(|d| (*d as f64 - middle).abs()).collect();
-            deviations.sort_unstable_by(f64::total_cmp);
-            let mad = middle_of_floats(&deviations);
-            self.baseline_type.call1(py, (middle, mad, dwells.len()))?
-        };
-        self.cache.insert(key, result.clone_ref(py));
-        Ok(result)
-    }
-
     fn parse_key(key: &PyAny) -> PyResult<BucketKey> {
         let (stage, hour): (&PyString, i64) = key.extract()?;
         Ok((interner().id(stage)?, hour))
@@ -169,7 +134,32 @@ impl DwellHistory {
     /// The Baseline (median, MAD, samples) of ``stage``'s dwells that ended
     /// in the history before the hour of ``end_us``, or None without any.
     fn baseline(&mut self, py: Python<'_>, stage: &PyString, end_us: i64) -> PyResult<PyObject> {
-        self.baseline_of(py, stage, end_us)
+        let hour = self.bucket(end_us);
+        let key = (interner().id(stage)?, hour);
+        if let Some(known) = self.cache.get(&key) {
+            return Ok(known.clone_ref(py));
+        }
+        let mut dwells: Vec<i64> = Vec::new();
+        let mut start = hour - self.history_us;
+        while start < hour {
+            if let Some(bucket) = self.buckets.get(&(key.0, start)) {
+                dwells.extend(bucket.values());
+            }
+            start += self.bucket_us;
+        }
+        let result = if dwells.is_empty() {
+            py.None()
+        } else {
+            dwells.sort_unstable();
+            let middle = middle_of_ints(&dwells);
+            let mut deviations: Vec<f64> =
+                dwells.iter().map(|d| (*d as f64 - middle).abs()).collect();
+            deviations.sort_unstable_by(f64::total_cmp);
+            let mad = middle_of_floats(&deviations);
+            self.baseline_type.call1(py, (middle, mad, dwells.len()))?
+        };
+        self.cache.insert(key, result.clone_ref(py));
+        Ok(result)
     }
 
     /// Forget buckets and baselines no future baseline can read.

@@ -23,8 +23,6 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::AsPyPointer;
 
-use crate::dwells::DwellHistory;
-
 /// What an event class does in a derivation beyond its stage time.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Special {
@@ -93,13 +91,6 @@ pub struct Views {
     to_us: PyObject,
     /// `derive_view` for the orders handed to Python.
     fallback: PyObject,
-    /// `OutlierSettings.scaled_threshold` and `min_samples`.
-    scaled_threshold: f64,
-    min_samples: i64,
-    /// `(transition, baseline) -> Flag`: `judge_dwell`, for the stages it flags.
-    judge: PyObject,
-    /// `(view, new flags, next deadline) -> view`: the view with them.
-    rebuild: PyObject,
 }
 
 fn py_int(py: Python<'_>, value: Option<i64>) -> PyObject {
@@ -131,7 +122,6 @@ impl Views {
         kinds: (Py<PyString>, Py<PyString>, Py<PyString>),
         to_us: PyObject,
         fallback: PyObject,
-        outliers: (f64, i64, PyObject, PyObject),
     ) -> PyResult<Self> {
         if sla.len() != stages.len() || sla_reasons.len() != stages.len() {
             return Err(PyValueError::new_err("an SLA and a reason per stage"));
@@ -172,63 +162,7 @@ impl Views {
             kinds: [kinds.0, kinds.1, kinds.2],
             to_us,
             fallback,
-            scaled_threshold: outliers.0,
-            min_samples: outliers.1,
-            judge: outliers.2,
-            rebuild: outliers.3,
         })
-    }
-
-    /// `add_outlier_flags(view, settings, watermark_us, history.baseline,
-    /// verdicts)` (`history` first, to be bound once): the ``outlier_dwell`` verdicts on the completed stages the
-    /// watermark has passed, judged once each (kept in ``verdicts``, by
-    /// (stage, end)) against the partition's native ``history``.  The view
-    /// comes back as it is when nothing changed, which is nearly always.
-    fn add_outlier_flags(
-        &self,
-        py: Python<'_>,
-        history: &PyCell<DwellHistory>,
-        view: &PyAny,
-        watermark_us: Option<i64>,
-        verdicts: &PyDict,
-    ) -> PyResult<PyObject> {
-        let next: Option<i64> = view.getattr(intern!(py, "next_deadline_us"))?.extract()?;
-        let transitions: &PyTuple = view.getattr(intern!(py, "transitions"))?.downcast()?;
-        let mut deadline = next;
-        let mut flags: Vec<&PyAny> = Vec::new();
-        for t in transitions {
-            let end: i64 = t.getattr(intern!(py, "end_us"))?.extract()?;
-            if watermark_us.map_or(true, |w| w <= end) {
-                // Decided once the watermark passes the end.
-                deadline = Some(deadline.map_or(end, |d| d.min(end)));
-                continue;
-            }
-            let stage: &PyString = t.getattr(intern!(py, "stage"))?.downcast()?;
-            let key = PyTuple::new(py, [stage.into_py(py), end.into_py(py)]);
-            let verdict = match verdicts.get_item(key) {
-                Some(known) => known,
-                None => {
-                    let start: i64 = t.getattr(intern!(py, "start_us"))?.extract()?;
-                    let reference = history.borrow_mut().baseline_of(py, stage, end)?;
-                    let reference = reference.as_ref(py);
-                    let flag = if self.outlying(py, end - start, reference)? {
-                        self.judge.as_ref(py).call1((t, reference))?
-                    } else {
-                        py.None().into_ref(py)
-                    };
-                    verdicts.set_item(key, flag)?;
-                    flag
-                }
-            };
-            if !verdict.is_none() {
-                flags.push(verdict);
-            }
-        }
-        if flags.is_empty() && deadline == next {
-            return Ok(view.into_py(py));
-        }
-        self.rebuild
-            .call1(py, (view, PyList::new(py, flags), py_int(py, deadline)))
     }
 
     /// The view of ``order_id`` from its ``events`` in `sort_events` order
@@ -490,23 +424,6 @@ impl Views {
             timeline(&carriers).into_py(py),
         ];
         self.view_type.call1(py, PyTuple::new(py, fields))
-    }
-}
-
-impl Views {
-    /// `judge_dwell`'s test: a baseline with enough samples and a spread,
-    /// and a dwell above its median by more than the threshold (the same
-    /// float operations).
-    fn outlying(&self, py: Python<'_>, dwell_us: i64, reference: &PyAny) -> PyResult<bool> {
-        if reference.is_none() {
-            return Ok(false);
-        }
-        let samples: i64 = reference.getattr(intern!(py, "samples"))?.extract()?;
-        let mad: f64 = reference.getattr(intern!(py, "mad"))?.extract()?;
-        let median: f64 = reference.getattr(intern!(py, "median"))?.extract()?;
-        Ok(samples >= self.min_samples
-            && mad > 0.0
-            && dwell_us as f64 - median > self.scaled_threshold * mad)
     }
 }
 

@@ -16,15 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dataflows import native_core
-from dataflows.lifecycle import Transition, add_outlier_flags, derive_view, sort_events
-from dataflows.native_core import (
-    NATIVE_VIEW_OF,
-    native_module,
-    new_history,
-    outliers_maker,
-    view_fingerprint,
-    view_maker,
-)
+from dataflows.lifecycle import derive_view, sort_events
+from dataflows.native_core import NATIVE_VIEW_OF, native_module, view_fingerprint, view_maker
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import to_us
 from schemas.events import EventType, OrderEvent
@@ -106,95 +99,6 @@ def test_the_native_view_equals_the_definition_at_its_boundaries(
     times = [to_us(e.event_time) for e in events]
     expected = derive_view("O1", events, config, watermark, times=times)
     assert view_maker(config, "native")("O1", events, watermark, times) == expected
-
-
-#: Trailing dwells of other orders: (stage, hours before T0, dwell hours).
-_history_dwells = st.lists(
-    st.tuples(
-        st.sampled_from(["FINANCE_APPROVED", "ROUTED", "WAREHOUSE_ACCEPTED", "PICKED", "PACKED"]),
-        st.floats(-30, 60),
-        st.floats(0.01, 6) | st.sampled_from([0.25, 0.5, 1.0]),
-    ),
-    max_size=60,
-)
-
-
-@needs_native
-@pytest.mark.parametrize("min_samples", [1, 3])
-@settings(max_examples=300, deadline=None)
-@given(case=orders(), dwells=_history_dwells, known=st.booleans())
-def test_the_native_outlier_flags_equal_the_definition(
-    min_samples: int,
-    case: tuple[list[OrderEvent], int | None],
-    dwells: list[tuple[str, float, float]],
-    known: bool,
-) -> None:
-    """The same flags, deadline and verdicts, judged afresh or read from the
-    verdicts kept from an earlier derivation."""
-    config = msgspec.structs.replace(
-        BASE, outliers=msgspec.structs.replace(BASE.outliers, min_samples=min_samples)
-    )
-    events, watermark = case
-    times = [to_us(e.event_time) for e in events]
-    view = derive_view("O1", events, config, watermark, times=times)
-    histories = {core: new_history(config.outliers, core=core) for core in ("python", "native")}
-    for i, (stage, hours, dwell_h) in enumerate(dwells):
-        end = to_us(at(hours))
-        for history in histories.values():
-            history.replace(
-                f"X{i}", (), (Transition(stage, end - int(dwell_h * 3.6e9), end, None),)
-            )
-    verdicts: dict[str, dict] = {"python": {}, "native": {}}
-    rounds = 2 if known else 1
-    for _ in range(rounds):
-        expected = add_outlier_flags(
-            view, config, watermark, histories["python"].baseline, verdicts["python"]
-        )
-        flag = outliers_maker(config, histories["native"], "native")
-        got = flag(view, watermark, verdicts["native"])
-        assert got == expected
-        assert (got is view) == (expected is view)
-        assert verdicts["native"] == verdicts["python"]
-
-
-@needs_native
-@settings(max_examples=400, deadline=None)
-@given(
-    # Around min_samples (20) too.
-    trailing=st.integers(15, 40).flatmap(
-        lambda n: st.lists(st.integers(0, 4 * 3_600_000_000), min_size=n, max_size=n)
-    )
-    | st.integers(19, 21).flatmap(
-        lambda n: st.lists(st.integers(0, 4 * 3_600_000_000), min_size=n, max_size=n)
-    ),
-    dwell=st.integers(0, 12 * 3_600_000_000),
-)
-def test_the_native_outlier_test_is_the_definition_s(trailing: list[int], dwell: int) -> None:
-    """One PICKED dwell against trailing PICKED dwells of the hour before:
-    around the threshold, flagged or not as the definition says."""
-    hour = BASE.outliers.bucket_us
-    picked = to_us(at(10))
-    packed = picked + dwell
-    events = sort_events(
-        [
-            event("ORDER_CREATED", "O1", at(9)),
-            event("PICKED", "O1", at(10)),
-            event("PACKED", "O1", at(10, minutes=dwell / 60_000_000)),
-        ]
-    )
-    times = [to_us(e.event_time) for e in events]
-    assert times[-1] == packed
-    watermark = packed + 1
-    view = derive_view("O1", events, BASE, watermark, times=times)
-    histories = {core: new_history(BASE.outliers, core=core) for core in ("python", "native")}
-    start_of_hour = packed - packed % hour - hour
-    for i, other in enumerate(trailing):
-        end = start_of_hour + i
-        for history in histories.values():
-            history.replace(f"X{i}", (), (Transition("PICKED", end - other, end, None),))
-    expected = add_outlier_flags(view, BASE, watermark, histories["python"].baseline, {})
-    got = outliers_maker(BASE, histories["native"], "native")(view, watermark, {})
-    assert got == expected
 
 
 @needs_native

@@ -214,7 +214,8 @@ def result_table(result: dict[str, Any]) -> Table:
             f"p50 {_s(fresh['p50_s'], '.1f')} s, p95 {_s(fresh['p95_s'], '.1f')} s, "
             f"p99 {_s(fresh['p99_s'], '.1f')} s",
             f"goal p95 ≤ 2 s (at 10k ev/s); {fresh['measured']:,} of "
-            f"{fresh['produced']:,} events published; p95 to staging "
+            f"{fresh['produced'] - fresh.get('dead_lettered', 0):,} valid events published "
+            f"({fresh.get('dead_lettered', 0):,} dead letters apart); p95 to staging "
             f"{_s(fresh.get('staged_p95_s'), '.1f')} s, in the gate "
             f"{_s(fresh.get('gate_p95_s'), '.1f')} s",
         )

@@ -1,13 +1,15 @@
 """Which core the stream runs: native (Rust) kernels or the Python reference.
 
 Fact expansion (one fact into a row change per window size and dimension),
-the window totals, reading an order's facts from its view, writing its
-lifecycle row and the outlier baselines were the largest costs of the core in
-CPython.  The ``orderhealth_native`` extension (``native/``, Rust) implements
-them behind the same interfaces (:class:`~dataflows.contributions.WindowDelta`,
-:class:`~dataflows.window_metrics.WindowStore`, :func:`items_maker`,
-:func:`lifecycle_maker`, :func:`new_history`); the Python implementations
-stay the reference the tests hold it equal to.
+the window totals, deriving an order's view, reading its facts from the view,
+writing its lifecycle row, the outlier baselines and the bronze rows were the
+largest costs of the core in CPython.  The ``orderhealth_native`` extension
+(``native/``, Rust) implements them behind the same interfaces
+(:class:`~dataflows.contributions.WindowDelta`,
+:class:`~dataflows.window_metrics.WindowStore`, :func:`view_maker`,
+:func:`items_maker`, :func:`lifecycle_maker`, :func:`new_history`,
+:func:`bronze_maker`); the Python implementations stay the reference the
+tests hold it equal to.
 
 ``ORDERHEALTH_CORE`` chooses: ``native``, ``python``, or unset (native when
 the extension is installed, else Python with a warning).  ``make install``
@@ -368,7 +370,7 @@ def new_history(
         return history
     kernel = _installed().DwellHistory(settings.bucket_us, settings.history_us, Baseline)
     if state is not None:
-        kernel.load(state["_buckets"], state["_cache"])
+        kernel.load(state["_buckets"], state.get("_cache", {}))
     return _NativeDwellHistory(settings, kernel)
 
 

@@ -176,8 +176,14 @@ class _Staged(_Coverage):
 _TICK_S = 0.005
 
 
-def _dead_letters(messages: list[tuple[bytes | None, bytes]]) -> set[int]:
+def _dead_letters(
+    messages: list[tuple[bytes | None, bytes]], rate: float, lead_s: float
+) -> set[int]:
     """The indexes of the messages the flow dead-letters (its own decode step decides).
+
+    Each message is judged with the produce time it will get (``lead_s``
+    from now, then ``rate`` per second): the rule against event times ahead
+    of the produce time must see a live stream's events as the flow will.
 
     A dead letter's contribution is a row of ``bronze/dead_letter``, never
     one of the published metrics: the staging coverage passes its offset
@@ -186,7 +192,7 @@ def _dead_letters(messages: list[tuple[bytes | None, bytes]]) -> set[int]:
     to its end.  They are produced like the others and counted apart.
     """
     decode = DecodeStep(EventDecoder(), RuleBook.load(), FlowControl(None))
-    now_ms = int(time.time() * 1000)
+    first_ms = (time.time() + lead_s) * 1000
     out = decode(
         [
             Message(
@@ -195,7 +201,7 @@ def _dead_letters(messages: list[tuple[bytes | None, bytes]]) -> set[int]:
                 offset=index,
                 key=key,
                 value=value,
-                timestamp=(TIMESTAMP_CREATE_TIME, now_ms),
+                timestamp=(TIMESTAMP_CREATE_TIME, int(first_ms + index * 1000 / rate)),
             )
             for index, (key, value) in enumerate(messages)
         ]
@@ -263,6 +269,10 @@ def live_generator(events: int, rate: float, seed: int = 11) -> GeneratorConfig:
     )
 
 
+#: Seconds the flow is given to set up before the producer starts.
+_SETUP_S = 10
+
+
 def measure(
     rate: float,
     seconds: float,
@@ -275,7 +285,8 @@ def measure(
     events = int(rate * seconds) + 1000
     config = live_generator(events, rate) if live else bench_generator(events, seed=11)
     messages = list(generate_messages(config))
-    dead = _dead_letters(messages)
+    # Produced after the broker's and the flow's start and the gate's set-up.
+    dead = _dead_letters(messages, rate, lead_s=_SETUP_S + 5)
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory() as tmp:
         topic = "fresh"
         ensure_topic(broker.bootstrap_servers, topic, partitions)
@@ -287,7 +298,7 @@ def measure(
         )
         assert flow.stdout is not None
         flow.stdout.readline()  # "Streaming ...": the flow is built
-        time.sleep(10)  # the gate's set-up (GX) is paid once, before the clock starts
+        time.sleep(_SETUP_S)  # the gate's set-up (GX) is paid once, before the clock starts
         coverage = _Coverage(tmp, topic, partitions)
         staged = _Staged(tmp, topic, partitions)
         pollers = [threading.Thread(target=c.run, daemon=True) for c in (coverage, staged)]

@@ -318,14 +318,23 @@ class _NativeLifecycleRows:
         size = len(self._rows)
         if not size:
             return {}
-        out: LifecycleColumns = {}
-        for name, validity, offsets, values, nulls in self._rows.take():
-            buffers = [None if validity is None else pa.py_buffer(validity)]
-            if offsets is not None:
-                buffers.append(pa.py_buffer(offsets))
-            buffers.append(pa.py_buffer(values))
-            out[name] = pa.Array.from_buffers(self._types[name], size, buffers, null_count=nulls)
-        return out
+        return _arrow_arrays(self._rows.take(), size, self._types)
+
+
+def _arrow_arrays(
+    columns: list[tuple[str, bytes | None, bytes | None, bytes, int]],
+    size: int,
+    types: dict[str, pa.DataType],
+) -> dict[str, pa.Array]:
+    """Native column buffers ``(name, validity, offsets, values, nulls)`` as Arrow arrays."""
+    out = {}
+    for name, validity, offsets, values, nulls in columns:
+        buffers = [None if validity is None else pa.py_buffer(validity)]
+        if offsets is not None:
+            buffers.append(pa.py_buffer(offsets))
+        buffers.append(pa.py_buffer(values))
+        out[name] = pa.Array.from_buffers(types[name], size, buffers, null_count=nulls)
+    return out
 
 
 #: The fingerprint (:func:`dwells_fingerprint`) of ``dataflows/dwell_history.py``
@@ -591,37 +600,24 @@ class _NativeBronzeRows(BronzeRows):
         self._kernel = kernel
         self._schema = schema
 
+    def _lists(self) -> tuple[Any, ...]:
+        """What the partition step collected (``BronzePlan.table``'s arguments)."""
+        return (
+            self.topic,
+            self.partition,
+            self._events,
+            self.offsets,
+            self.duplicate,
+            self.late,
+            self.warnings,
+            self.times,
+        )
+
     def table(self) -> pa.Table:
         size = len(self._events)
-        buffers_of = self._kernel.table(
-            self.topic,
-            self.partition,
-            self._events,
-            self.offsets,
-            self.duplicate,
-            self.late,
-            self.warnings,
-            self.times,
-        )
-        arrays = []
-        for name, validity, offsets, values, nulls in buffers_of:
-            buffers = [None if validity is None else pa.py_buffer(validity)]
-            if offsets is not None:
-                buffers.append(pa.py_buffer(offsets))
-            buffers.append(pa.py_buffer(values))
-            kind = self._schema.field(name).type
-            arrays.append(pa.Array.from_buffers(kind, size, buffers, null_count=nulls))
-        return pa.Table.from_arrays(arrays, schema=self._schema)
+        types = {field.name: field.type for field in self._schema}
+        arrays = _arrow_arrays(self._kernel.table(*self._lists()), size, types)
+        return pa.Table.from_arrays(list(arrays.values()), schema=self._schema)
 
     def __reduce__(self) -> tuple[Callable[[tuple[Any, ...]], BronzeRows], tuple[Any]]:
-        state = (
-            self.topic,
-            self.partition,
-            self._events,
-            self.offsets,
-            self.duplicate,
-            self.late,
-            self.warnings,
-            self.times,
-        )
-        return _reference_rows, (state,)
+        return _reference_rows, (self._lists(),)

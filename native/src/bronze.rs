@@ -23,7 +23,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::AsPyPointer;
 
-use crate::lifecycle::{buffers, json_text, take_buffers, Buffers, Column};
+use crate::lifecycle::{
+    buffers, json_text, push_float as float, push_int as int, push_text as text, take_buffers,
+    Buffers, Column,
+};
 
 /// How a contract column is filled.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -245,33 +248,5 @@ impl BronzePlan {
             }
         }
         Ok(())
-    }
-}
-
-fn text(buffer: &mut Buffers, value: Option<&str>) {
-    buffer.valid.push(value.is_some());
-    if let Column::Str { offsets, data } = &mut buffer.column {
-        data.extend_from_slice(value.unwrap_or("").as_bytes());
-        offsets.push(i32::try_from(data.len()).unwrap_or(i32::MAX));
-    } else {
-        unreachable!("{} is not a string column", buffer.name);
-    }
-}
-
-fn int(buffer: &mut Buffers, value: Option<i64>) {
-    buffer.valid.push(value.is_some());
-    match &mut buffer.column {
-        Column::I64(values) => values.push(value.unwrap_or(0)),
-        Column::I32(values) => values.push(value.unwrap_or(0) as i32),
-        _ => unreachable!("{} is not an integer column", buffer.name),
-    }
-}
-
-fn float(buffer: &mut Buffers, value: Option<f64>) {
-    buffer.valid.push(value.is_some());
-    if let Column::F64(values) = &mut buffer.column {
-        values.push(value.unwrap_or(0.0));
-    } else {
-        unreachable!("{} is not a float column", buffer.name);
     }
 }

@@ -114,14 +114,7 @@ impl Row<'_> {
     }
 
     fn text(&mut self, value: Option<&str>) {
-        let b = self.next();
-        b.valid.push(value.is_some());
-        if let Column::Str { offsets, data } = &mut b.column {
-            data.extend_from_slice(value.unwrap_or("").as_bytes());
-            offsets.push(i32::try_from(data.len()).unwrap_or(i32::MAX));
-        } else {
-            unreachable!("{} is not a string column", b.name);
-        }
+        push_text(self.next(), value);
     }
 
     /// A str or None.
@@ -137,23 +130,42 @@ impl Row<'_> {
     }
 
     fn int(&mut self, value: Option<i64>) {
-        let b = self.next();
-        b.valid.push(value.is_some());
-        match &mut b.column {
-            Column::I64(values) => values.push(value.unwrap_or(0)),
-            Column::I32(values) => values.push(value.unwrap_or(0) as i32),
-            _ => unreachable!("{} is not an integer column", b.name),
-        }
+        push_int(self.next(), value);
     }
 
     fn float(&mut self, value: Option<f64>) {
-        let b = self.next();
-        b.valid.push(value.is_some());
-        if let Column::F64(values) = &mut b.column {
-            values.push(value.unwrap_or(0.0));
-        } else {
-            unreachable!("{} is not a float column", b.name);
-        }
+        push_float(self.next(), value);
+    }
+}
+
+/// Append a str or None to a string column.
+pub(crate) fn push_text(buffer: &mut Buffers, value: Option<&str>) {
+    buffer.valid.push(value.is_some());
+    if let Column::Str { offsets, data } = &mut buffer.column {
+        data.extend_from_slice(value.unwrap_or("").as_bytes());
+        offsets.push(i32::try_from(data.len()).unwrap_or(i32::MAX));
+    } else {
+        unreachable!("{} is not a string column", buffer.name);
+    }
+}
+
+/// Append an integer or None to an int64 (or int32) column.
+pub(crate) fn push_int(buffer: &mut Buffers, value: Option<i64>) {
+    buffer.valid.push(value.is_some());
+    match &mut buffer.column {
+        Column::I64(values) => values.push(value.unwrap_or(0)),
+        Column::I32(values) => values.push(value.unwrap_or(0) as i32),
+        _ => unreachable!("{} is not an integer column", buffer.name),
+    }
+}
+
+/// Append a float or None to a float64 column.
+pub(crate) fn push_float(buffer: &mut Buffers, value: Option<f64>) {
+    buffer.valid.push(value.is_some());
+    if let Column::F64(values) = &mut buffer.column {
+        values.push(value.unwrap_or(0.0));
+    } else {
+        unreachable!("{} is not a float column", buffer.name);
     }
 }
 

@@ -61,6 +61,7 @@ __all__ = [
     "NATIVE_TWIN_OF",
     "NATIVE_VIEW_OF",
     "NativeCoreMissing",
+    "adopt_history",
     "bronze_fingerprint",
     "bronze_maker",
     "core_name",
@@ -371,8 +372,7 @@ def new_history(
     reference) runs with the Python core, or when ``dataflows/dwell_history.py``
     changed since the twin was checked (:data:`NATIVE_DWELLS_OF`).
     """
-    core = core or core_name()
-    if core == "python" or not _native_dwells_current():
+    if not _native_history(core):
         history = DwellHistory(settings)
         if state is not None:
             history.__setstate__({**state, "settings": settings})
@@ -386,6 +386,22 @@ def new_history(
 def restore_history(state: dict[str, Any]) -> History:
     """Unpickle a native history, into the core this process runs."""
     return new_history(state["settings"], state)
+
+
+def adopt_history(settings: OutlierSettings, history: History) -> History:
+    """A restored ``history`` as the core this process runs, copied only if it is the other's.
+
+    (A native one unpickles into this process's core already; a snapshot from
+    before the native history holds the reference's.)
+    """
+    if isinstance(history, _NativeDwellHistory) == _native_history(None):
+        return history
+    return new_history(settings, history.__getstate__())
+
+
+def _native_history(core: str | None) -> bool:
+    """Whether a new history is the native one (see :func:`new_history`)."""
+    return (core or core_name()) == "native" and _native_dwells_current()
 
 
 class _NativeDwellHistory:

@@ -31,6 +31,7 @@ from dataflows.lifecycle import (
     judge_dwell,
 )
 from dataflows.native_core import (
+    adopt_history,
     bronze_maker,
     delta_factory,
     items_maker,
@@ -237,8 +238,8 @@ class PartitionProcessor:
         self.max_event_us = state["max_event_us"]
         self.newest_produced_us = state.get("newest_produced_us")
         self.orders = state["orders"]
-        # Into the core this process runs, whichever pickled it.
-        self.history = new_history(self.settings.outliers, state["history"].__getstate__())
+        # In the core this process runs, whichever pickled it.
+        self.history = adopt_history(self.settings.outliers, state["history"])
         self._timers = state["timers"]
         self._evictions = state.get("evictions", [])
         self.evicted = state.get("evicted", {})

@@ -395,6 +395,8 @@ impl Views {
         let last = |entries: &[(i64, &PyAny)]| -> PyObject {
             entries.last().map_or(py.None(), |e| e.1.into_py(py))
         };
+        // The events are sorted, and there is at least one.
+        let last_event_us = event_times[event_times.len() - 1];
         let fields: [PyObject; 23] = [
             order_id.into_py(py),
             events.len().into_py(py),
@@ -406,7 +408,7 @@ impl Views {
             PyTuple::new(py, transitions).into_py(py),
             PyTuple::new(py, event_times).into_py(py),
             current.map_or(py.None(), |name| name.clone_ref(py).into_py(py)),
-            event_times_last(times)?.into_py(py),
+            last_event_us.into_py(py),
             py_int(py, cancelled_us),
             match cancelled {
                 Some((event, _)) => event.getattr(intern!(py, "reason"))?.into_py(py),
@@ -425,9 +427,4 @@ impl Views {
         ];
         self.view_type.call1(py, PyTuple::new(py, fields))
     }
-}
-
-/// The last event's time (the events are sorted).
-fn event_times_last(times: &PyList) -> PyResult<i64> {
-    times.get_item(times.len() - 1)?.extract()
 }

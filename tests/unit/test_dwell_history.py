@@ -19,6 +19,7 @@ from dataflows.dwell_history import DwellHistory, History
 from dataflows.lifecycle import Transition
 from dataflows.native_core import (
     NATIVE_DWELLS_OF,
+    adopt_history,
     dwells_fingerprint,
     native_module,
     new_history,
@@ -181,6 +182,23 @@ def test_a_native_history_pickles_into_the_core_that_loads_it(
     assert isinstance(restored, DwellHistory)
     assert restored.baseline("PICKED", end + OUTLIERS.bucket_us) == baseline
     assert _state(restored) == _state(history)
+
+
+@needs_native
+def test_a_restored_history_is_copied_only_into_the_other_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A snapshot from before the native history holds the reference's."""
+    end = 5 * OUTLIERS.bucket_us + 7
+    legacy = _history("python")
+    legacy.replace("o1", (), (Transition("PICKED", end - 60, end, None),))
+    monkeypatch.setenv("ORDERHEALTH_CORE", "native")
+    adopted = adopt_history(OUTLIERS, legacy)
+    assert not isinstance(adopted, DwellHistory)
+    assert _state(adopted) == _state(legacy)
+    assert adopt_history(OUTLIERS, adopted) is adopted
+    monkeypatch.setenv("ORDERHEALTH_CORE", "python")
+    assert adopt_history(OUTLIERS, legacy) is legacy
 
 
 def test_the_native_history_was_checked_against_this_reference() -> None:

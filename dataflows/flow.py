@@ -7,7 +7,7 @@ This module only wires steps together; the logic lives in pure modules
 Step ids read like a sentence::
 
     read_kafka -> decode -> split_valid -> key_by_partition -> track_lifecycle
-      -> window_metrics -> write_health_metrics_staging -> quality gate
+      -> window_feed -> window_metrics -> write_health_metrics_staging -> quality gate
          -> gold/health_metrics | gold/quarantine, quality/validation_runs
       -> write_order_events / write_order_lifecycle / write_dead_letter
 """
@@ -29,7 +29,12 @@ from confluent_kafka import Message
 from dataflows.decode_step import DecodeStep, is_event
 from dataflows.gatekeeper import gate_after_flush
 from dataflows.kafka_source import FlowControl, FlowControlledKafkaSource
-from dataflows.partition_processor import PartitionBatch, PartitionProcessor, SourcedEvent
+from dataflows.partition_processor import (
+    PartitionBatch,
+    PartitionProcessor,
+    SourcedEvent,
+    WindowFeed,
+)
 from dataflows.run_log import log_fields, run_stats
 from dataflows.settings import HealthSettings
 from dataflows.sinks import SINK_KEY, DeltaSink, RecordRuleSink
@@ -125,7 +130,7 @@ class _PartitionLogic(StatefulBatchLogic[SourcedEvent, PartitionBatch, bytes]):
         return pickle.dumps(self._processor, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-class _WindowLogic(StatefulBatchLogic[PartitionBatch, Chunk, bytes]):
+class _WindowLogic(StatefulBatchLogic[WindowFeed, Chunk, bytes]):
     """Bytewax adapter around :class:`MetricWindows` (one global instance)."""
 
     def __init__(
@@ -141,7 +146,7 @@ class _WindowLogic(StatefulBatchLogic[PartitionBatch, Chunk, bytes]):
             pickle.loads(resume) if resume else MetricWindows(settings, partitions)
         )
 
-    def on_batch(self, values: list[PartitionBatch]) -> tuple[Iterable[Chunk], bool]:
+    def on_batch(self, values: list[WindowFeed]) -> tuple[Iterable[Chunk], bool]:
         rows = self._windows.apply_all(values)
         out = [Chunk(dict(self._windows.progress), rows)] if rows else []
         return out, StatefulBatchLogic.RETAIN
@@ -296,7 +301,9 @@ def build_flow(
         ),
     )
 
-    to_windows = op.key_on("key_globally", results, lambda _b: "windows")
+    # Only the window step's part crosses to its worker (pickled, with -w > 1).
+    feeds = op.map("window_feed", results, PartitionBatch.window_feed)
+    to_windows = op.key_on("key_globally", feeds, lambda _b: "windows")
     chunks = op.stateful_batch(
         "window_metrics",
         to_windows,

@@ -44,7 +44,13 @@ from dataflows.timeutil import to_us
 from dataflows.twin import LifecycleColumns
 from schemas.events import Cancelled, Delivered, OrderEvent
 
-__all__ = ["ORDER_EVICTED", "PartitionBatch", "PartitionProcessor", "SourcedEvent"]
+__all__ = [
+    "ORDER_EVICTED",
+    "PartitionBatch",
+    "PartitionProcessor",
+    "SourcedEvent",
+    "WindowFeed",
+]
 
 
 class SourcedEvent(msgspec.Struct, frozen=True, gc=False):
@@ -64,18 +70,34 @@ class SourcedEvent(msgspec.Struct, frozen=True, gc=False):
     produced_us: int | None = None
 
 
-class PartitionBatch(msgspec.Struct):
-    """What one batch of a partition produced."""
+class WindowFeed(msgspec.Struct):
+    """What the window step reads of a partition batch.
+
+    Sent alone to the window step's worker: with several workers the exchange
+    pickles what it sends, and the bronze and lifecycle rows (most of a
+    batch's bytes) are written on the partition's own worker.
+    """
 
     stream: str
     last_offset: int
     watermark_us: int | None
-    bronze: BronzeRows
-    #: The touched orders' silver/order_lifecycle rows (:mod:`dataflows.twin`).
-    lifecycle: LifecycleColumns
     window_delta: WindowDelta
     #: Newest Kafka message timestamp seen in the partition so far (freshness).
     produced_us: int | None = None
+
+
+class PartitionBatch(WindowFeed, kw_only=True):
+    """What one batch of a partition produced."""
+
+    bronze: BronzeRows
+    #: The touched orders' silver/order_lifecycle rows (:mod:`dataflows.twin`).
+    lifecycle: LifecycleColumns
+
+    def window_feed(self) -> WindowFeed:
+        """The window step's part, without the rows written here."""
+        return WindowFeed(
+            self.stream, self.last_offset, self.watermark_us, self.window_delta, self.produced_us
+        )
 
 
 class _Order:

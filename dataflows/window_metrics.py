@@ -37,7 +37,7 @@ from dataflows.contributions import VALUE_FACTS, WindowDelta, WindowKey
 from dataflows.formulas import ColumnTotals, FloatColumn
 from dataflows.metrics import MEASURES, compute_component_columns
 from dataflows.native_core import NativeCoreMissing, core_name, native_module
-from dataflows.partition_processor import PartitionBatch
+from dataflows.partition_processor import WindowFeed
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import from_us
 
@@ -420,11 +420,11 @@ class MetricWindows:
             return None
         return min(self.partition_watermarks[p] for p in self.partitions)
 
-    def apply(self, batch: PartitionBatch) -> list[dict[str, Any]]:
+    def apply(self, batch: WindowFeed) -> list[dict[str, Any]]:
         """Merge one partition batch; return the rows that changed."""
         return as_rows(self.apply_all([batch]))
 
-    def apply_all(self, batches: list[PartitionBatch]) -> MetricColumns:
+    def apply_all(self, batches: list[WindowFeed]) -> MetricColumns:
         """Merge several partition batches; return each changed row once, as columns.
 
         Rows carry absolute values, so a row touched by several batches is
@@ -436,7 +436,7 @@ class MetricWindows:
         with _no_cycle_collection():
             return self._columns(self.store.take_columns())
 
-    def _absorb(self, batch: PartitionBatch) -> None:
+    def _absorb(self, batch: WindowFeed) -> None:
         for key in self.store.add(batch.window_delta, self.watermark_us):
             # Cannot happen for events inside the allowed lateness; counted
             # so that a restatement can be triggered, never silently.

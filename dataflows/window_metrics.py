@@ -25,7 +25,7 @@ import gc
 import logging
 from bisect import insort
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from operator import add
 from typing import Any, Protocol
@@ -424,7 +424,7 @@ class MetricWindows:
         """Merge one partition batch; return the rows that changed."""
         return as_rows(self.apply_all([batch]))
 
-    def apply_all(self, batches: list[WindowFeed]) -> MetricColumns:
+    def apply_all(self, batches: Sequence[WindowFeed]) -> MetricColumns:
         """Merge several partition batches; return each changed row once, as columns.
 
         Rows carry absolute values, so a row touched by several batches is

@@ -21,8 +21,8 @@ plain callable (a plugin's own formula) is always evaluated row by row.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol, overload, runtime_checkable
 
 import numpy as np
 
@@ -35,6 +35,7 @@ __all__ = [
     "ColumnFormula",
     "ColumnTotals",
     "CycleCV",
+    "KeptValues",
     "LateOpen",
     "MeanHours",
     "Percentile",
@@ -48,6 +49,73 @@ _EXACT = 2**53
 FloatColumn = np.ndarray
 #: A column of exact integers: Python ints, or int64 (the native store's).
 IntValues = Sequence[int] | np.ndarray
+
+
+class KeptValues(Sequence[list[int] | None]):
+    """A kept fact's values of every row, ascending, in three flat NumPy columns.
+
+    The native store hands a slot out this way: row ``i`` holds
+    ``flat[ends[i - 1]:ends[i]]``, or None where ``present[i]`` is False
+    (the window never kept a value).  As a sequence it reads like the
+    Python store's list of lists; :meth:`nearest_rank` picks a quantile of
+    every row at once, without a Python int per value.
+    """
+
+    def __init__(self, flat: np.ndarray, ends: np.ndarray, present: np.ndarray) -> None:
+        if len(ends) != len(present) or (len(ends) and int(ends[-1]) != len(flat)):
+            raise ValueError("kept values: ends and present must cover the flat values")
+        self.flat = flat
+        self.ends = ends
+        self.present = present
+        self.starts = np.concatenate(([0], ends[:-1])) if len(ends) else ends
+
+    @classmethod
+    def from_bytes(cls, flat: bytes, ends: bytes, present: bytes) -> KeptValues:
+        """From the native store: int64 little-endian values and ends, one byte per row."""
+        return cls(
+            np.frombuffer(flat, dtype="<i8"),
+            np.frombuffer(ends, dtype="<i8"),
+            np.frombuffer(present, dtype=np.bool_),
+        )
+
+    def __len__(self) -> int:
+        return len(self.ends)
+
+    @overload
+    def __getitem__(self, index: int) -> list[int] | None: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[list[int] | None]: ...
+
+    def __getitem__(self, index: int | slice) -> list[int] | list[list[int] | None] | None:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not self.present[index]:
+            return None
+        values: list[int] = self.flat[self.starts[index] : self.ends[index]].tolist()
+        return values
+
+    def __iter__(self) -> Iterator[list[int] | None]:
+        return (self[i] for i in range(len(self)))
+
+    def nearest_rank(self, q: float) -> FloatColumn | None:
+        """:func:`nearest_rank` of every row as float64 (NaN where empty).
+
+        None unless every picked value converts to float64 exactly.  The rank
+        is computed with the same double operations as the scalar function
+        (``q * n``, then the ceiling), so it picks the same value.
+        """
+        counts = self.ends - self.starts
+        rows = np.flatnonzero(counts)
+        out = _empty(len(self))
+        if not rows.size:
+            return out
+        ranks = np.maximum(np.ceil(q * counts[rows].astype(np.float64)), 1).astype(np.int64) - 1
+        picked = self.flat[self.starts[rows] + ranks]
+        if _too_large(picked):
+            return None
+        out[rows] = picked
+        return out
 
 
 class ColumnTotals:
@@ -201,8 +269,13 @@ class Percentile:
         return self._of(totals.values.get(self.fact))
 
     def columns(self, totals: ColumnTotals) -> FloatColumn | None:
+        kept = totals.values.get(self.fact)
+        if isinstance(kept, KeptValues):
+            picked = kept.nearest_rank(self.q)
+            if picked is not None:
+                # Each picked int converts exactly, so this is int / int.
+                return picked / float(US_PER_HOUR)
         out = _empty(totals.size)
-        # Few rows keep values, and the rank needs each one's list anyway.
         for i, values in totals.nonempty(self.fact):
             out[i] = self._of(values)
         return out

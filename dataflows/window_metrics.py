@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataflows.contributions import VALUE_FACTS, WindowDelta, WindowKey
-from dataflows.formulas import ColumnTotals, FloatColumn
+from dataflows.formulas import ColumnTotals, FloatColumn, KeptValues
 from dataflows.metrics import MEASURES, compute_component_columns
 from dataflows.native_core import NativeCoreMissing, core_name, native_module
 from dataflows.partition_processor import WindowFeed
@@ -48,6 +48,7 @@ __all__ = [
     "as_rows",
     "health_index",
     "int_column",
+    "kept_column",
 ]
 
 log = logging.getLogger(__name__)
@@ -169,9 +170,14 @@ StoreRow = tuple[str, int, int, str, str, bool, int, list[int], list[list[int]] 
 #: when every value fits in an int64) their int64 bytes, little-endian -- no
 #: Python int per row (:func:`int_column`).
 IntColumn = list[int] | bytes
+#: A kept-values slot of a store's rows: each row's values (ascending) or
+#: None; or (the native store) the same as flat int64 values, each row's end
+#: in them (int64) and one byte per row for "not None"
+#: (:meth:`~dataflows.formulas.KeptValues.from_bytes`).
+KeptColumn = list[list[int] | None] | tuple[bytes, bytes, bytes]
 #: The same rows as columns: labels, starts, ends, dimensions, values,
 #: is_final, running late-open totals, one column per measure (MEASURES
-#: order), one list per VALUE_FACTS slot (each row's values, or None).
+#: order), one kept-values column per VALUE_FACTS slot.
 StoreColumns = tuple[
     list[str],
     IntColumn,
@@ -181,13 +187,18 @@ StoreColumns = tuple[
     list[bool],
     IntColumn,
     list[IntColumn],
-    list[list[list[int] | None]],
+    list[KeptColumn],
 ]
 
 
 def int_column(column: IntColumn) -> list[int] | np.ndarray:
     """A store's integer column as the window step reads it: int64 bytes as NumPy (no copy)."""
     return np.frombuffer(column, dtype="<i8") if isinstance(column, bytes) else column
+
+
+def kept_column(column: KeptColumn) -> Sequence[list[int] | None]:
+    """A store's kept-values column as the window step reads it (flat bytes as NumPy)."""
+    return KeptValues.from_bytes(*column) if isinstance(column, tuple) else column
 
 
 #: A store's open windows (key -> (measure totals, kept {value: count} per
@@ -469,7 +480,8 @@ class MetricWindows:
         size = len(labels)
         starts, ends, late_open = map(int_column, (raw_starts, raw_ends, raw_late))
         measures = {name: int_column(c) for name, c in zip(MEASURES, vectors, strict=True)}
-        totals = ColumnTotals(measures, dict(zip(VALUE_FACTS, kept, strict=True)), late_open)
+        kept_values = {fact: kept_column(c) for fact, c in zip(VALUE_FACTS, kept, strict=True)}
+        totals = ColumnTotals(measures, kept_values, late_open)
         components = compute_component_columns(totals)
         index, used = health_index_columns(components, self.settings)
         columns: MetricColumns = {

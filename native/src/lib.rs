@@ -107,16 +107,45 @@ fn int_column(py: Python<'_>, column: &[i128]) -> PyObject {
     }
 }
 
-/// A window's kept values of one slot, ascending, each repeated by its count.
-fn sorted_elements(py: Python<'_>, counts: &Counts) -> PyObject {
-    let mut elements: Vec<i64> = Vec::new();
-    for (value, count) in counts {
-        for _ in 0..(*count).max(0) {
-            elements.push(*value);
+/// A kept-values slot of the rows handed out, as three flat columns: every
+/// row's values ascending, one after the other; where each row's values end;
+/// whether the row has any container (else None in Python).  The window step
+/// reads them into NumPy (`dataflows.formulas.KeptValues`): a list of Python
+/// ints per row and slot, built here and then walked in Python for a
+/// percentile, cost more than the percentile itself.
+#[derive(Default)]
+struct KeptColumn {
+    flat: Vec<i64>,
+    ends: Vec<i64>,
+    present: Vec<u8>,
+}
+
+impl KeptColumn {
+    /// Append one row: its values (each repeated by its count) ascending.
+    fn push(&mut self, counts: Option<&Counts>) {
+        if let Some(counts) = counts {
+            let first = self.flat.len();
+            for (value, count) in counts {
+                for _ in 0..(*count).max(0) {
+                    self.flat.push(*value);
+                }
+            }
+            self.flat[first..].sort_unstable();
         }
+        self.ends.push(self.flat.len() as i64);
+        self.present.push(u8::from(counts.is_some()));
     }
-    elements.sort_unstable();
-    PyList::new(py, elements).into()
+
+    fn into_py(self, py: Python<'_>) -> PyObject {
+        let bytes =
+            |values: &[i64]| -> Vec<u8> { values.iter().flat_map(|v| v.to_le_bytes()).collect() };
+        (
+            PyBytes::new(py, &bytes(&self.flat)),
+            PyBytes::new(py, &bytes(&self.ends)),
+            PyBytes::new(py, &self.present),
+        )
+            .into_py(py)
+    }
 }
 
 fn interner() -> std::sync::MutexGuard<'static, Interner> {
@@ -838,8 +867,9 @@ impl WindowStore {
 
     /// The changed rows since the last call, ordered by series then start,
     /// as columns: (labels, starts, ends, dimensions, values, is_final,
-    /// late_open, one column per measure, one list per kept-values slot, each
-    /// row's values ascending or None).  Final windows are then forgotten.
+    /// late_open, one column per measure, one `KeptColumn` per kept-values
+    /// slot: each row's values ascending, or None).  Final windows are then
+    /// forgotten.
     /// Columns because the window step wants them: a tuple and a measure
     /// list per row, transposed in Python, were ~8% of it.  The integer
     /// columns (starts, ends, late_open, measures) are `int_column`s: int64
@@ -861,7 +891,7 @@ impl WindowStore {
             Vec::with_capacity(n),
         );
         let mut measures: Vec<Vec<i128>> = (0..self.width).map(|_| Vec::with_capacity(n)).collect();
-        let mut kept: Vec<Vec<PyObject>> = (0..self.slots).map(|_| Vec::with_capacity(n)).collect();
+        let mut kept: Vec<KeptColumn> = (0..self.slots).map(|_| KeptColumn::default()).collect();
         for (key, running) in &selected {
             let window = &self.windows[key];
             labels.push(strings.name(py, key.0));
@@ -875,10 +905,10 @@ impl WindowStore {
                 column.push(*total);
             }
             match &window.values {
-                None => kept.iter_mut().for_each(|column| column.push(py.None())),
+                None => kept.iter_mut().for_each(|column| column.push(None)),
                 Some(slots) => {
                     for (column, counts) in kept.iter_mut().zip(slots) {
-                        column.push(sorted_elements(py, counts));
+                        column.push(Some(counts));
                     }
                 }
             }
@@ -886,7 +916,7 @@ impl WindowStore {
         drop(strings);
         self.forget_finals();
         let measures = PyList::new(py, measures.iter().map(|c| int_column(py, c)));
-        let kept = PyList::new(py, kept.into_iter().map(|c| PyList::new(py, c)));
+        let kept = PyList::new(py, kept.into_iter().map(|c| c.into_py(py)));
         Ok((
             PyList::new(py, labels),
             int_column(py, &starts),

@@ -8,7 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataflows.formulas import ColumnTotals, Ratio, columns_of
+from dataflows.formulas import ColumnTotals, KeptValues, Percentile, Ratio, columns_of
 from dataflows.metrics import (
     MEASURES,
     WindowTotals,
@@ -27,15 +27,33 @@ _Row = tuple[list[int], list[int] | None, int]
 _small = st.one_of(st.integers(0, 5), st.integers(-(10**12), 10**13))
 #: Now and then a value past 2**53 or 2**63, which must fall back to exact Python.
 _any = st.one_of(_small, st.integers(2**53 - 2, 2**53 + 2), st.integers(2**63, 2**70))
+#: Kept values: microsecond deviations, and with ``_any`` now and then one
+#: that float64 cannot hold exactly (a percentile of it falls back to Python).
+_deviation = st.integers(-(10**11), 10**11)
+_any_deviation = st.one_of(_deviation, st.integers(2**53 - 2, 2**53 + 2))
 
 
-def _rows(measure: st.SearchStrategy[int]) -> st.SearchStrategy[list[_Row]]:
+def _rows(
+    measure: st.SearchStrategy[int], kept: st.SearchStrategy[int] = _deviation
+) -> st.SearchStrategy[list[_Row]]:
     row = st.tuples(
         st.lists(measure, min_size=len(MEASURES), max_size=len(MEASURES)),
-        st.one_of(st.none(), st.lists(st.integers(-(10**11), 10**11), max_size=6).map(sorted)),
+        st.one_of(st.none(), st.lists(kept, max_size=6).map(sorted)),
         st.integers(-3, 10**6),
     )
     return st.lists(row, min_size=1, max_size=12)
+
+
+def kept_values(rows: list[list[int] | None]) -> KeptValues:
+    """Kept values as the native store hands them out (flat int64 columns)."""
+    flat = [v for values in rows if values for v in values]
+    ends = np.cumsum([len(values or ()) for values in rows], dtype=np.int64)
+    present = [values is not None for values in rows]
+    return KeptValues.from_bytes(
+        np.array(flat, dtype="<i8").tobytes(),
+        np.asarray(ends, dtype="<i8").tobytes(),
+        np.array(present, dtype=np.bool_).tobytes(),
+    )
 
 
 def _same(column: float, row: float | None) -> bool:
@@ -52,9 +70,10 @@ def _column_totals(rows: list[_Row], *, native: bool = False) -> ColumnTotals:
             return int_column(np.array(values, dtype="<i8").tobytes())
         return values
 
+    kept = [r[1] for r in rows]
     return ColumnTotals(
         {m: column([r[0][i] for r in rows]) for i, m in enumerate(MEASURES)},
-        {VALUE_FACT: [r[1] for r in rows]},
+        {VALUE_FACT: kept_values(kept) if native else kept},
         column([r[2] for r in rows]),
     )
 
@@ -81,7 +100,7 @@ def test_columns_equal_rows_with_sums_too_large_for_floats(rows: list[_Row]) -> 
 
 
 @settings(max_examples=200, deadline=None)
-@given(_rows(_any))
+@given(_rows(_any, _any_deviation))
 def test_columns_equal_rows_on_the_native_stores_int64_columns(rows: list[_Row]) -> None:
     """int64 sums past 2**53 (and squares past 2**63) must still be exact Python."""
     _check(rows, native=True)
@@ -119,3 +138,25 @@ def test_too_large_sums_fall_back_to_exact_python() -> None:
     assert Ratio("a", "b").columns(totals) is None
     rows = [WindowTotals({"a": big, "b": 3}, {}, 0)]
     assert columns_of(Ratio("a", "b"), totals, lambda: rows)[0] == big / 3
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(st.none(), st.lists(_any_deviation, max_size=9).map(sorted)), max_size=12),
+    st.sampled_from([0.0, 0.01, 0.5, 0.9, 0.95, 0.99, 1.0, 1 / 3]),
+)
+def test_kept_values_read_as_lists_and_rank_as_the_scalar(
+    rows: list[list[int] | None], q: float
+) -> None:
+    """The flat form is the lists, and its vectorised nearest rank the scalar one."""
+    kept = kept_values(rows)
+    assert list(kept) == rows and len(kept) == len(rows)
+    assert kept[1:3] == rows[1:3]
+    ranked = kept.nearest_rank(q)
+    by_row = [Percentile("f", q)._of(values) for values in rows]
+    if ranked is None:  # a value float64 cannot hold: the caller ranks row by row
+        assert any(abs(v) >= 2**53 for values in rows for v in values or ())
+        return
+    by_column = Percentile("f", q).columns(ColumnTotals({}, {"f": kept}, [0] * len(rows)))
+    for column, row in zip(by_column, by_row, strict=True):
+        assert _same(column, row)

@@ -30,6 +30,7 @@ from dataflows.window_metrics import (
     PyWindowStore,
     StoreColumns,
     int_column,
+    kept_column,
 )
 from tests.strategies import streams
 from tests.stream_driver import run_stream
@@ -226,7 +227,7 @@ def _as_lists(columns: StoreColumns) -> StoreColumns:
         finals,
         listed(late),
         [listed(m) for m in measures],
-        kept,
+        [list(kept_column(column)) for column in kept],
     )
 
 

@@ -11,7 +11,7 @@ order.
 
 This class is the reference.  The native core builds the same table from the
 same lists straight into Arrow buffers, in offset order
-(``orderhealth_native.BronzePlan``, :func:`dataflows.native_core.bronze_maker`);
+(``orderhealth_native.BronzePlan``, :func:`dataflows.native_bronze.bronze_maker`);
 the tests hold the two equal.
 """
 

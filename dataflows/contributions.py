@@ -248,7 +248,7 @@ def order_items(
     Most facts of an order fall on a few moments (its events), so the
     dimension values are read once per moment and the tuple is shared.
     ``facts``: only these fact indexes, ascending (the native core evaluates
-    the others: ``dataflows.native_core.items_maker``).
+    the others: ``dataflows.native_facts.items_maker``).
     """
     read_at = moment_reader(settings.dimensions, view)
     out: list[Item] = []

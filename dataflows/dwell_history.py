@@ -9,7 +9,7 @@ passed the dwell's end, when every dwell ending before ``h`` is known and can
 no longer change, so each baseline is computed once and cached.
 
 This class is the reference.  The native core keeps the same history in Rust
-(``orderhealth_native.DwellHistory``, :func:`dataflows.native_core.new_history`);
+(``orderhealth_native.DwellHistory``, :func:`dataflows.native_dwells.new_history`);
 both pickle to this class's state, so either restores the other's snapshot.
 """
 

@@ -30,15 +30,12 @@ from dataflows.lifecycle import (
     add_outlier_flags,
     judge_dwell,
 )
-from dataflows.native_core import (
-    adopt_history,
-    bronze_maker,
-    delta_factory,
-    items_maker,
-    lifecycle_maker,
-    new_history,
-    view_maker,
-)
+from dataflows.native_bronze import bronze_maker
+from dataflows.native_core import delta_factory
+from dataflows.native_dwells import adopt_history, new_history
+from dataflows.native_facts import items_maker
+from dataflows.native_lifecycle import lifecycle_maker
+from dataflows.native_view import view_maker
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import to_us
 from dataflows.twin import LifecycleColumns

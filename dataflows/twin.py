@@ -138,7 +138,7 @@ class LifecycleRows(Protocol):
     """Collects a batch's lifecycle rows (:func:`lifecycle_values`) as columns.
 
     Two implementations: :class:`PyLifecycleRows` (the reference) and the
-    native one (:func:`dataflows.native_core.lifecycle_maker`).
+    native one (:func:`dataflows.native_lifecycle.lifecycle_maker`).
     """
 
     def add(

@@ -16,15 +16,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataflows import native_core
+from dataflows import native_bronze
 from dataflows.bronze_rows import JSON_FIELDS, BronzeRows
 from dataflows.json_text import json_text
-from dataflows.native_core import (
-    NATIVE_BRONZE_OF,
-    bronze_fingerprint,
-    bronze_maker,
-    native_module,
-)
+from dataflows.native_bronze import NATIVE_BRONZE_OF, bronze_fingerprint, bronze_maker
+from dataflows.native_core import native_module
 from dataflows.timeutil import to_us
 from lakehouse.tables import BRONZE_EVENTS
 from schemas.events import EventType, OrderEvent
@@ -117,7 +113,7 @@ def test_the_native_rows_were_checked_against_this_reference() -> None:
     assert bronze_fingerprint() == NATIVE_BRONZE_OF, (
         "dataflows/bronze_rows.py or json_text.py changed, so the native core now builds "
         "bronze rows in Python.  Make native/src/bronze.rs match, run this file's "
-        f"equality test, then set dataflows.native_core.NATIVE_BRONZE_OF = "
+        f"equality test, then set dataflows.native_bronze.NATIVE_BRONZE_OF = "
         f"{bronze_fingerprint()!r}"
     )
 
@@ -126,13 +122,13 @@ def test_the_native_rows_were_checked_against_this_reference() -> None:
 def test_changed_rows_are_built_in_python_until_their_twin_is_checked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(native_core, "NATIVE_BRONZE_OF", "another reference")
-    native_core._native_bronze_current.cache_clear()
+    monkeypatch.setattr(native_bronze, "NATIVE_BRONZE_OF", "another reference")
+    native_bronze._native_bronze_current.cache_clear()
     try:
         maker = bronze_maker("native")
     finally:
         monkeypatch.undo()
-        native_core._native_bronze_current.cache_clear()
+        native_bronze._native_bronze_current.cache_clear()
     assert maker is BronzeRows
 
 

@@ -14,16 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataflows import native_core
+from dataflows import native_dwells
 from dataflows.dwell_history import DwellHistory, History
 from dataflows.lifecycle import Transition
-from dataflows.native_core import (
-    NATIVE_DWELLS_OF,
-    adopt_history,
-    dwells_fingerprint,
-    native_module,
-    new_history,
-)
+from dataflows.native_core import native_module
+from dataflows.native_dwells import NATIVE_DWELLS_OF, adopt_history, dwells_fingerprint, new_history
 from dataflows.settings import HealthSettings, OutlierSettings
 
 OUTLIERS = HealthSettings.load().outliers
@@ -206,7 +201,7 @@ def test_the_native_history_was_checked_against_this_reference() -> None:
     assert dwells_fingerprint() == NATIVE_DWELLS_OF, (
         "dataflows/dwell_history.py changed, so the native core now computes outlier "
         "baselines in Python.  Make native/src/dwells.rs match it, run this file's "
-        f"equality tests, then set dataflows.native_core.NATIVE_DWELLS_OF = "
+        f"equality tests, then set dataflows.native_dwells.NATIVE_DWELLS_OF = "
         f"{dwells_fingerprint()!r}"
     )
 
@@ -216,11 +211,11 @@ def test_a_changed_reference_runs_in_python_until_its_twin_is_checked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert not isinstance(_history("native"), DwellHistory)
-    monkeypatch.setattr(native_core, "NATIVE_DWELLS_OF", "another history")
-    native_core._native_dwells_current.cache_clear()
+    monkeypatch.setattr(native_dwells, "NATIVE_DWELLS_OF", "another history")
+    native_dwells._native_dwells_current.cache_clear()
     try:
         history = _history("native")
     finally:
         monkeypatch.undo()
-        native_core._native_dwells_current.cache_clear()
+        native_dwells._native_dwells_current.cache_clear()
     assert isinstance(history, DwellHistory)

@@ -14,18 +14,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataflows import native_core
+from dataflows import native_facts as native_facts_module
 from dataflows.contributions import Delta, OrderItems, as_tuples, order_items
 from dataflows.dimensions import DIMENSION_READERS
 from dataflows.lifecycle import Baseline, OrderView, add_outlier_flags, derive_view, sort_events
 from dataflows.metrics import FACTS
-from dataflows.native_core import (
+from dataflows.native_core import delta_factory, native_module
+from dataflows.native_facts import (
     NATIVE_FACTS_OF,
-    delta_factory,
     facts_fingerprint,
     items_maker,
     native_facts,
-    native_module,
     native_readers,
 )
 from dataflows.outcome import OutcomeStatus
@@ -72,7 +71,7 @@ def test_the_native_facts_were_checked_against_this_catalogue() -> None:
         "the facts section of dataflows/metrics.py changed, so the native core now "
         "evaluates every fact in Python.  Make native/src/facts.rs match it (or leave a "
         "new fact to Python: it needs no Rust), run this file's equality tests, then set "
-        f"dataflows.native_core.NATIVE_FACTS_OF = {facts_fingerprint()!r}"
+        f"dataflows.native_facts.NATIVE_FACTS_OF = {facts_fingerprint()!r}"
     )
 
 
@@ -82,13 +81,13 @@ def test_changed_facts_run_in_python_until_their_twin_is_checked(
 ) -> None:
     view = derive_view("O1", sort_events(_delivered_order()), SETTINGS, None)
     assert not isinstance(items_maker(SETTINGS, "native")(view), tuple)
-    monkeypatch.setattr(native_core, "NATIVE_FACTS_OF", "another catalogue")
-    native_core._native_facts_current.cache_clear()
+    monkeypatch.setattr(native_facts_module, "NATIVE_FACTS_OF", "another catalogue")
+    native_facts_module._native_facts_current.cache_clear()
     try:
         items = items_maker(SETTINGS, "native")(view)
     finally:
         monkeypatch.undo()
-        native_core._native_facts_current.cache_clear()
+        native_facts_module._native_facts_current.cache_clear()
     assert isinstance(items, tuple) and items == order_items(view, SETTINGS)
 
 

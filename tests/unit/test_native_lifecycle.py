@@ -20,15 +20,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataflows import native_core
+from dataflows import native_lifecycle
 from dataflows.json_text import json_text
 from dataflows.lifecycle import Flag, OrderView
-from dataflows.native_core import (
-    NATIVE_TWIN_OF,
-    lifecycle_maker,
-    native_module,
-    twin_fingerprint,
-)
+from dataflows.native_core import native_module
+from dataflows.native_lifecycle import NATIVE_TWIN_OF, lifecycle_maker, twin_fingerprint
 from dataflows.timeutil import to_us
 from dataflows.twin import LifecycleRows, PyLifecycleRows, lifecycle_rows, lifecycle_texts
 from lakehouse.tables import ORDER_LIFECYCLE
@@ -165,20 +161,20 @@ def test_the_native_rows_were_checked_against_this_twin() -> None:
     assert twin_fingerprint() == NATIVE_TWIN_OF, (
         "dataflows/twin.py changed, so the native core now writes lifecycle rows in "
         "Python.  Make native/src/lifecycle.rs match it, run this file's equality "
-        f"tests, then set dataflows.native_core.NATIVE_TWIN_OF = {twin_fingerprint()!r}"
+        f"tests, then set dataflows.native_lifecycle.NATIVE_TWIN_OF = {twin_fingerprint()!r}"
     )
 
 
 @needs_native
 def test_a_changed_twin_writes_its_rows_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
     assert lifecycle_maker("native") is not PyLifecycleRows
-    monkeypatch.setattr(native_core, "NATIVE_TWIN_OF", "another row")
-    native_core._native_twin_current.cache_clear()
+    monkeypatch.setattr(native_lifecycle, "NATIVE_TWIN_OF", "another row")
+    native_lifecycle._native_twin_current.cache_clear()
     try:
         maker = lifecycle_maker("native")
     finally:
         monkeypatch.undo()
-        native_core._native_twin_current.cache_clear()
+        native_lifecycle._native_twin_current.cache_clear()
     assert maker is PyLifecycleRows
 
 

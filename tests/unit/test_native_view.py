@@ -15,9 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataflows import native_core
+from dataflows import native_view
 from dataflows.lifecycle import derive_view, sort_events
-from dataflows.native_core import NATIVE_VIEW_OF, native_module, view_fingerprint, view_maker
+from dataflows.native_core import native_module
+from dataflows.native_view import NATIVE_VIEW_OF, view_fingerprint, view_maker
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import to_us
 from schemas.events import EventType, OrderEvent
@@ -119,7 +120,7 @@ def test_the_native_view_was_checked_against_this_derivation() -> None:
         "the order view's derivation (dataflows/lifecycle.py up to the outlier verdicts, "
         "or dataflows/outcome.py) changed, so the native core now derives views in "
         "Python.  Make native/src/view.rs match it, run this file's equality tests, then "
-        f"set dataflows.native_core.NATIVE_VIEW_OF = {view_fingerprint()!r}"
+        f"set dataflows.native_view.NATIVE_VIEW_OF = {view_fingerprint()!r}"
     )
 
 
@@ -130,12 +131,12 @@ def test_a_changed_derivation_runs_in_python_until_its_twin_is_checked(
     events = [event("ORDER_CREATED", "O1", at(0)), event("PICKED", "O1", at(1))]
     times = [to_us(e.event_time) for e in events]
     assert not hasattr(view_maker(BASE, "native"), "__code__")  # the Rust method
-    monkeypatch.setattr(native_core, "NATIVE_VIEW_OF", "another derivation")
-    native_core._native_view_current.cache_clear()
+    monkeypatch.setattr(native_view, "NATIVE_VIEW_OF", "another derivation")
+    native_view._native_view_current.cache_clear()
     try:
         make = view_maker(BASE, "native")
     finally:
         monkeypatch.undo()
-        native_core._native_view_current.cache_clear()
+        native_view._native_view_current.cache_clear()
     assert hasattr(make, "__code__")  # a Python function
     assert make("O1", events, None, times) == derive_view("O1", events, BASE, None, times=times)

@@ -25,6 +25,7 @@ from dataflows.timeutil import to_us
 from lakehouse.tables import BRONZE_EVENTS
 from schemas.events import EventType, OrderEvent
 from tests.factories import at, event
+from tests.twin_guard import unchecked_twin
 
 _ZONES = [UTC, timezone(timedelta(hours=2)), timezone(timedelta(hours=-7, minutes=-30))]
 _CONTEXT = st.dictionaries(
@@ -122,13 +123,10 @@ def test_the_native_rows_were_checked_against_this_reference() -> None:
 def test_changed_rows_are_built_in_python_until_their_twin_is_checked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(native_bronze, "NATIVE_BRONZE_OF", "another reference")
-    native_bronze._native_bronze_current.cache_clear()
-    try:
+    with unchecked_twin(
+        monkeypatch, native_bronze, "NATIVE_BRONZE_OF", native_bronze._native_bronze_current
+    ):
         maker = bronze_maker("native")
-    finally:
-        monkeypatch.undo()
-        native_bronze._native_bronze_current.cache_clear()
     assert maker is BronzeRows
 
 

@@ -20,6 +20,7 @@ from dataflows.lifecycle import Transition
 from dataflows.native_core import native_module
 from dataflows.native_dwells import NATIVE_DWELLS_OF, adopt_history, dwells_fingerprint, new_history
 from dataflows.settings import HealthSettings, OutlierSettings
+from tests.twin_guard import unchecked_twin
 
 OUTLIERS = HealthSettings.load().outliers
 CORES = ["python"] + (["native"] if native_module() is not None else [])
@@ -211,11 +212,8 @@ def test_a_changed_reference_runs_in_python_until_its_twin_is_checked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     assert not isinstance(_history("native"), DwellHistory)
-    monkeypatch.setattr(native_dwells, "NATIVE_DWELLS_OF", "another history")
-    native_dwells._native_dwells_current.cache_clear()
-    try:
+    with unchecked_twin(
+        monkeypatch, native_dwells, "NATIVE_DWELLS_OF", native_dwells._native_dwells_current
+    ):
         history = _history("native")
-    finally:
-        monkeypatch.undo()
-        native_dwells._native_dwells_current.cache_clear()
     assert isinstance(history, DwellHistory)

@@ -33,6 +33,7 @@ from dataflows.timeutil import to_us
 from schemas.events import OrderEvent
 from tests.factories import at, event
 from tests.strategies import lifecycle
+from tests.twin_guard import unchecked_twin
 
 SETTINGS = HealthSettings.load()
 native = native_module()
@@ -81,13 +82,13 @@ def test_changed_facts_run_in_python_until_their_twin_is_checked(
 ) -> None:
     view = derive_view("O1", sort_events(_delivered_order()), SETTINGS, None)
     assert not isinstance(items_maker(SETTINGS, "native")(view), tuple)
-    monkeypatch.setattr(native_facts_module, "NATIVE_FACTS_OF", "another catalogue")
-    native_facts_module._native_facts_current.cache_clear()
-    try:
+    with unchecked_twin(
+        monkeypatch,
+        native_facts_module,
+        "NATIVE_FACTS_OF",
+        native_facts_module._native_facts_current,
+    ):
         items = items_maker(SETTINGS, "native")(view)
-    finally:
-        monkeypatch.undo()
-        native_facts_module._native_facts_current.cache_clear()
     assert isinstance(items, tuple) and items == order_items(view, SETTINGS)
 
 

@@ -29,6 +29,7 @@ from dataflows.timeutil import to_us
 from dataflows.twin import LifecycleRows, PyLifecycleRows, lifecycle_rows, lifecycle_texts
 from lakehouse.tables import ORDER_LIFECYCLE
 from lakehouse.writer import DeltaWriter
+from tests.twin_guard import unchecked_twin
 from tests.unit.test_native_facts import views
 
 native = native_module()
@@ -168,13 +169,10 @@ def test_the_native_rows_were_checked_against_this_twin() -> None:
 @needs_native
 def test_a_changed_twin_writes_its_rows_in_python(monkeypatch: pytest.MonkeyPatch) -> None:
     assert lifecycle_maker("native") is not PyLifecycleRows
-    monkeypatch.setattr(native_lifecycle, "NATIVE_TWIN_OF", "another row")
-    native_lifecycle._native_twin_current.cache_clear()
-    try:
+    with unchecked_twin(
+        monkeypatch, native_lifecycle, "NATIVE_TWIN_OF", native_lifecycle._native_twin_current
+    ):
         maker = lifecycle_maker("native")
-    finally:
-        monkeypatch.undo()
-        native_lifecycle._native_twin_current.cache_clear()
     assert maker is PyLifecycleRows
 
 

@@ -24,6 +24,7 @@ from dataflows.timeutil import to_us
 from schemas.events import EventType, OrderEvent
 from tests.factories import at, event
 from tests.strategies import lifecycle
+from tests.twin_guard import unchecked_twin
 
 BASE = HealthSettings.load()
 #: Other stage orders and SLAs: DELIVERED not a stage, stages without an SLA.
@@ -131,12 +132,9 @@ def test_a_changed_derivation_runs_in_python_until_its_twin_is_checked(
     events = [event("ORDER_CREATED", "O1", at(0)), event("PICKED", "O1", at(1))]
     times = [to_us(e.event_time) for e in events]
     assert not hasattr(view_maker(BASE, "native"), "__code__")  # the Rust method
-    monkeypatch.setattr(native_view, "NATIVE_VIEW_OF", "another derivation")
-    native_view._native_view_current.cache_clear()
-    try:
+    with unchecked_twin(
+        monkeypatch, native_view, "NATIVE_VIEW_OF", native_view._native_view_current
+    ):
         make = view_maker(BASE, "native")
-    finally:
-        monkeypatch.undo()
-        native_view._native_view_current.cache_clear()
     assert hasattr(make, "__code__")  # a Python function
     assert make("O1", events, None, times) == derive_view("O1", events, BASE, None, times=times)

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import pickle
+import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -38,10 +40,10 @@ from dataflows.partition_processor import (
 from dataflows.run_log import log_fields, run_stats
 from dataflows.settings import HealthSettings
 from dataflows.sinks import SINK_KEY, DeltaSink, RecordRuleSink
-from dataflows.window_metrics import MetricWindows
+from dataflows.window_metrics import MetricColumns, MetricWindows
 from lakehouse.publication import GateRun
 from lakehouse.tables import BRONZE_EVENTS, DEAD_LETTER, HEALTH_METRICS_STAGING, ORDER_LIFECYCLE
-from lakehouse.writer import Chunk, stream_name
+from lakehouse.writer import Chunk, DeltaWriter, stream_name
 from quality.record_rules import DROP, REJECT, VALID, RuleBook, Tallies
 from schemas.decode import EventDecoder
 from schemas.signing import KeyRing
@@ -90,6 +92,12 @@ class FlowConfig(msgspec.Struct, frozen=True):
     side_commit_interval_s: float = 0.0
     #: Source systems that must sign their events, with their keys.
     keyring: KeyRing = KeyRing()
+    #: Seconds behind (the newest message's produce time) from which the
+    #: window step counts as catching up and holds back provisional rows that
+    #: would be stale at once (:meth:`MetricWindows.apply_all`); held rows
+    #: come out when final, once caught up, after this long without input, or
+    #: at the end.  None: never hold.
+    catch_up_lag_s: float | None = 5.0
     #: Pickle operator state at each epoch's end.  Bytewax asks for snapshots
     #: even without a recovery store and then discards them; pickling every
     #: open order per epoch cost 7% of a run, so runs without recovery skip it.
@@ -131,7 +139,12 @@ class _PartitionLogic(StatefulBatchLogic[SourcedEvent, PartitionBatch, bytes]):
 
 
 class _WindowLogic(StatefulBatchLogic[WindowFeed, Chunk, bytes]):
-    """Bytewax adapter around :class:`MetricWindows` (one global instance)."""
+    """Bytewax adapter around :class:`MetricWindows` (one global instance).
+
+    Rows held back while catching up come out, as a restate chunk
+    (:class:`~lakehouse.writer.Chunk`), once no input has come for the
+    catch-up lag, and at the end of the input.
+    """
 
     def __init__(
         self,
@@ -140,16 +153,52 @@ class _WindowLogic(StatefulBatchLogic[WindowFeed, Chunk, bytes]):
         resume: bytes | None,
         *,
         snapshots: bool = True,
+        catch_up_lag_s: float | None = None,
+        published: Callable[[], dict[str, int]] | None = None,
     ) -> None:
         self._snapshots = snapshots
         self._windows: MetricWindows = (
             pickle.loads(resume) if resume else MetricWindows(settings, partitions)
         )
+        if self._windows.restate_pending and published is not None:
+            # What the staging table has: chunks up to there are replays.
+            self._windows.restate_at = published()
+        # This run's setting, whatever the snapshot's run had.
+        self._windows.catch_up_lag_us = (
+            None if catch_up_lag_s is None else round(catch_up_lag_s * 1_000_000)
+        )
+        self._quiet = timedelta(seconds=catch_up_lag_s or 0.0)
+        self._flush_at: datetime | None = None
+        self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        held = self._windows.holding
+        self._flush_at = datetime.now(UTC) + self._quiet if held else None
+
+    def _chunks(self, rows: MetricColumns, *, restate: bool = False) -> list[Chunk]:
+        windows = self._windows
+        run_stats.window_step(len(rows.get("window_size", ())), windows.held_back)
+        return [Chunk(dict(windows.progress), rows, restate)] if rows else []
 
     def on_batch(self, values: list[WindowFeed]) -> tuple[Iterable[Chunk], bool]:
-        rows = self._windows.apply_all(values)
-        out = [Chunk(dict(self._windows.progress), rows)] if rows else []
-        return out, StatefulBatchLogic.RETAIN
+        rows = self._windows.apply_all(values, now_us=time.time_ns() // 1000)
+        self._schedule_flush()
+        return self._chunks(rows, restate=self._windows.restated), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return self._flush_at
+
+    def on_notify(self) -> tuple[Iterable[Chunk], bool]:
+        return self._flush(), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[Iterable[Chunk], bool]:
+        return self._flush(), StatefulBatchLogic.RETAIN
+
+    def _flush(self) -> list[Chunk]:
+        self._flush_at = None
+        if not (self._windows.holding or self._windows.restate_pending):
+            return []
+        return self._chunks(self._windows.flush(), restate=True)
 
     def snapshot(self) -> bytes:
         if not self._snapshots:
@@ -307,7 +356,19 @@ def build_flow(
     chunks = op.stateful_batch(
         "window_metrics",
         to_windows,
-        lambda resume: _WindowLogic(settings, partitions, resume, snapshots=config.snapshot_state),
+        lambda resume: _WindowLogic(
+            settings,
+            partitions,
+            resume,
+            snapshots=config.snapshot_state,
+            catch_up_lag_s=config.catch_up_lag_s,
+            published=lambda: DeltaWriter(
+                config.lakehouse,
+                HEALTH_METRICS_STAGING,
+                pipeline_id=config.pipeline_id,
+                storage_options=config.storage_options,
+            ).committed(partitions),
+        ),
     )
     metrics = op.map("metric_rows", chunks, lambda kv: (SINK_KEY, kv[1]))
     op.output(

@@ -113,6 +113,10 @@ class RunStats:
         self.quarantined_rows = 0
         self._epoch_published = 0
         self._epoch_quarantined = 0
+        #: Metric rows the window step handed to staging.
+        self.metric_rows = 0
+        #: Windows held back while catching up, summed over hand-outs.
+        self.held_back = 0
 
     def gate_run(self, outcome: str, rows: int) -> None:
         """A quality-gate run finished (``passed``, ``warning`` or ``quarantined``)."""
@@ -124,6 +128,12 @@ class RunStats:
             else:
                 self.published_rows += rows
                 self._epoch_published += rows
+
+    def window_step(self, rows: int, held_back: int) -> None:
+        """One hand-out of the window step: rows staged, windows held back."""
+        with self._lock:
+            self.metric_rows += rows
+            self.held_back += held_back
 
     def epoch(self, fates: Fates) -> dict[str, Any]:
         """Count one epoch's messages (their record-rule fates); log and return its record."""
@@ -165,6 +175,8 @@ class RunStats:
                 "gate_runs": dict(self.gate_runs),
                 "published_rows": self.published_rows,
                 "quarantined_rows": self.quarantined_rows,
+                "metric_rows": self.metric_rows,
+                "held_back": self.held_back,
                 "events_per_s": round(self.consumed / seconds, 1) if seconds > 0 else 0.0,
             }
 

@@ -190,7 +190,7 @@ class _DeltaSinkPartition(StatefulSinkPartition[Any, None]):
             if rows:
                 self._tables.append(to_arrow(rows))
         else:
-            self._chunks.extend(Chunk(c.progress, to_arrow(c.rows)) for c in values)
+            self._chunks.extend(Chunk(c.progress, to_arrow(c.rows), c.restate) for c in values)
 
     def _flush(self, closing: bool = False) -> None:
         tables, self._tables = self._tables, []

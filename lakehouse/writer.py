@@ -12,9 +12,11 @@ itself) and drops what a previous incarnation already committed:
   committed version of their partition;
 * upsert tables (lifecycle, metrics): chunks whose whole progress vector is
   dominated by the committed versions -- the table already holds a state at
-  least that new.  The rest is MERGEd by natural key, so re-applying a state is
-  a no-op -- or, for a log (the metrics staging table), appended as the newest
-  row per key.
+  least that new -- except a *restate* chunk (rows held back from the state
+  at its progress), dropped only when some stream is committed beyond it.
+  The rest is MERGEd by natural key, so re-applying a state is a no-op --
+  or, for a log (the metrics staging table), appended as the newest row
+  per key.
 
 The version is never a per-batch counter: after a resume a replayed epoch can
 be cut into batches differently, and only Kafka offsets name the same data in
@@ -123,6 +125,10 @@ class Chunk(msgspec.Struct, frozen=True):
 
     progress: dict[str, int]
     rows: list[dict[str, Any]] | Columns | pa.Table
+    #: Rows of a state whose ``progress`` an earlier chunk already carried,
+    #: held back from it (the window step while catching up): written unless
+    #: the table holds a newer state of some stream (a replay after a restart).
+    restate: bool = False
 
 
 class DeltaWriter:
@@ -357,7 +363,10 @@ class DeltaWriter:
         fresh: list[pa.Table] = []
         progress: dict[str, int] = {}
         for chunk in chunks:
-            if all(v <= committed[s] for s, v in chunk.progress.items()):
+            if chunk.restate:
+                if any(v < committed[s] for s, v in chunk.progress.items()):
+                    continue
+            elif all(v <= committed[s] for s, v in chunk.progress.items()):
                 continue
             for s, v in chunk.progress.items():
                 progress[s] = max(progress.get(s, committed[s]), v)

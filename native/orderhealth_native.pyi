@@ -61,7 +61,7 @@ class WindowStore:
     def add(self, delta: Delta, watermark: int | None) -> list[WindowKey]: ...
     def finalize(self, watermark: int) -> None: ...
     def take_columns(
-        self,
+        self, hold_until: int | None = None
     ) -> tuple[
         list[str],
         list[int],
@@ -73,6 +73,8 @@ class WindowStore:
         list[list[int]],
         list[list[list[int] | None]],
     ]: ...
+    def pending(self) -> int: ...
+    def touch_all(self) -> None: ...
     def export(
         self,
     ) -> tuple[

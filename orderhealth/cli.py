@@ -295,6 +295,12 @@ def _run_summary(outcome: str) -> None:
     )
     runs = ", ".join(f"{o} {n:,}" for o, n in sorted(summary["gate_runs"].items())) or "none"
     table.add_row("Gate runs", runs)
+    held = summary["held_back"]
+    table.add_row(
+        "Metric rows staged",
+        f"{summary['metric_rows']:,}"
+        + (f" ({held:,} held back while catching up, until final)" if held else ""),
+    )
     table.add_row("Rows published", f"{summary['published_rows']:,}")
     table.add_row("Rows quarantined", f"{summary['quarantined_rows']:,}")
     console.print(table)
@@ -353,6 +359,15 @@ def run(
             "default: on with more than one worker."
         ),
     ] = None,
+    catch_up_lag: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Seconds behind the newest message's produce time from which the window step "
+            "counts as catching up: it then holds back provisional rows of windows a partition "
+            "has already passed (final as soon as the others catch up); 0 = never hold.",
+        ),
+    ] = 5.0,
     config: Config = None,
     rules: Annotated[
         Path | None,
@@ -435,6 +450,7 @@ def run(
         keyring=keyring,
         gate_interval_s=gate_interval,
         side_commit_interval_s=side_commit_interval,
+        catch_up_lag_s=catch_up_lag or None,
     )
     from dataflows.run_log import configure
     from orderhealth.pipeline import run_flow

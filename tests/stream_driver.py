@@ -6,11 +6,13 @@ import pickle
 import random
 from typing import Any
 
+import msgspec
+
 from dataflows.partition_processor import PartitionProcessor, SourcedEvent
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import to_us
 from dataflows.twin import lifecycle_rows
-from dataflows.window_metrics import MetricWindows
+from dataflows.window_metrics import MetricWindows, as_rows
 
 
 class StreamRun:
@@ -21,15 +23,34 @@ class StreamRun:
         self.lifecycle: list[dict[str, Any]] = []
         self.windows: MetricWindows | None = None
 
+    def keep(self, rows: list[dict[str, Any]]) -> None:
+        """The newest row per key, as the staging table keeps them."""
+        for row in rows:
+            key = (
+                row["window_size"],
+                to_us(row["window_start"]),
+                row["dimension"],
+                row["dimension_value"],
+            )
+            self.rows[key] = row
+
 
 def run_stream(
-    partitions: list[list[SourcedEvent]], settings: HealthSettings, seed: int
+    partitions: list[list[SourcedEvent]],
+    settings: HealthSettings,
+    seed: int,
+    *,
+    catching_up: bool = False,
 ) -> StreamRun:
     """Random batch sizes, random interleaving of partitions, and a pickle
-    round-trip of the state now and then (what Bytewax recovery does)."""
+    round-trip of the state now and then (what Bytewax recovery does).
+
+    ``catching_up``: the window step is always behind (every message was
+    produced long ago), so it holds rows back; they are flushed at the end.
+    """
     rng = random.Random(seed)
     names = [f"t/{p}" for p, items in enumerate(partitions) if items]
-    windows = MetricWindows(settings, names)
+    windows = MetricWindows(settings, names, catch_up_lag_us=0 if catching_up else None)
     processors = [PartitionProcessor("t", p, settings) for p in range(len(partitions))]
     run = StreamRun()
     cursors = [0] * len(partitions)
@@ -43,16 +64,17 @@ def run_stream(
         result = processors[p].process(batch)
         run.bronze.extend(result.bronze.rows())
         run.lifecycle.extend(lifecycle_rows(result.lifecycle))
-        for row in windows.apply(result):
-            key = (
-                row["window_size"],
-                to_us(row["window_start"]),
-                row["dimension"],
-                row["dimension_value"],
-            )
-            run.rows[key] = row
+        feed = result.window_feed()
+        if catching_up:
+            feed = msgspec.structs.replace(feed, produced_us=0)
+        run.keep(as_rows(windows.apply_all([feed], now_us=_LONG_AFTER)))
         if rng.random() < 0.2:
             processors[p] = pickle.loads(pickle.dumps(processors[p]))
             windows = pickle.loads(pickle.dumps(windows))
+    run.keep(as_rows(windows.flush()))
     run.windows = windows
     return run
+
+
+#: A wall clock far after every produce time: always catching up when a lag is set.
+_LONG_AFTER = 10**18

@@ -875,8 +875,22 @@ impl WindowStore {
     /// columns (starts, ends, late_open, measures) are `int_column`s: int64
     /// bytes unless a value does not fit, so the window step reads them into
     /// NumPy without a Python int per row and measure.
-    fn take_columns(&mut self, py: Python<'_>) -> PyResult<PyObject> {
-        let selected = self.changed_in_order(py);
+    /// `hold_until`: windows not final that end at or before it stay
+    /// changed and are left out (the reference's `take_rows` says why).
+    #[args(hold_until = "None")]
+    fn take_columns(&mut self, py: Python<'_>, hold_until: Option<i64>) -> PyResult<PyObject> {
+        let mut selected = self.changed_in_order(py);
+        if let Some(limit) = hold_until {
+            let mut handed = Vec::with_capacity(selected.len());
+            for (key, running) in selected {
+                if !self.finals.contains(&key) && self.end(&key) <= limit {
+                    self.changed.insert(key);
+                } else {
+                    handed.push((key, running));
+                }
+            }
+            selected = handed;
+        }
         let n = selected.len();
         let strings = interner();
         let (mut labels, mut dims, mut values, mut finals) = (
@@ -929,6 +943,17 @@ impl WindowStore {
             kept,
         )
             .into_py(py))
+    }
+
+    /// Changed windows waiting for a hand-out (after one: those it held back).
+    fn pending(&self) -> usize {
+        self.changed.len()
+    }
+
+    /// Mark every open window changed: the next hand-out has them all.
+    fn touch_all(&mut self) {
+        let keys: Vec<Key> = self.windows.keys().copied().collect();
+        self.changed.extend(keys);
     }
 
     /// Open windows: key -> (measure totals, kept values per slot as

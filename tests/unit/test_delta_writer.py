@@ -73,6 +73,25 @@ def test_upsert_is_keyed_and_skips_dominated_chunks(tmp_path: Path) -> None:
     assert rows == {"a": 3, "b": 1, "c": 7}
 
 
+def test_a_restate_chunk_is_written_at_its_own_progress_but_never_over_a_newer_state(
+    tmp_path: Path,
+) -> None:
+    """Rows held back from a committed state (the window step catching up) still land."""
+    writer = DeltaWriter(str(tmp_path), KV)
+    writer.upsert([Chunk({"s/0": 5}, [{"k": "a", "v": 1}])])
+    # Same progress: a plain chunk is a replay, a restate chunk is not.
+    assert writer.upsert([Chunk({"s/0": 5}, [{"k": "b", "v": 1}])]) == 0
+    assert writer.upsert([Chunk({"s/0": 5}, [{"k": "b", "v": 2}], restate=True)]) == 1
+    # In one commit after the chunk it was held back from.
+    both = [Chunk({"s/0": 6}, [{"k": "a", "v": 3}]), Chunk({"s/0": 6}, [{"k": "c", "v": 1}], True)]
+    assert writer.upsert(both) == 2
+    # Behind the table (a replay after a restart): dropped.
+    assert writer.upsert([Chunk({"s/0": 5}, [{"k": "a", "v": 0}], restate=True)]) == 0
+    rows = {r["k"]: r["v"] for r in read_table(str(tmp_path), KV).to_pylist()}
+    assert rows == {"a": 3, "b": 2, "c": 1}
+    assert DeltaTable(writer.uri).transaction_version(writer.app_id("s/0")) == 6
+
+
 STAMPED = TableSpec(
     path="test/stamped",
     merge_keys=("k",),

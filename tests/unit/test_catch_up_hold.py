@@ -10,6 +10,7 @@ without holding, in both cores, and no final row is ever held.
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import msgspec
@@ -19,6 +20,7 @@ from hypothesis import given, settings
 from dataflows.native_core import delta_factory, native_module
 from dataflows.partition_processor import WindowFeed
 from dataflows.settings import HealthSettings
+from dataflows.timeutil import to_us
 from dataflows.window_metrics import MetricWindows, as_rows
 from tests.strategies import streams
 from tests.stream_driver import run_stream
@@ -87,3 +89,39 @@ def test_only_windows_a_partition_passed_are_held_and_only_when_behind(name: str
     final = {(r["window_size"], r["window_start"].hour) for r in rows if r["is_final"]}
     assert final == {("1m", 10), ("1h", 10)}, final
     assert not windows.flush()  # nothing left held
+
+
+@pytest.mark.parametrize("name", CORES)
+def test_a_restore_while_holding_restates_every_open_window_after_the_replay(name: str) -> None:
+    """The crashed run may have held rows the snapshot never saw: all open windows come again."""
+    with core(name):
+        windows = MetricWindows(SETTINGS, ["t/0", "t/1"], catch_up_lag_us=0)
+    produced = 100 * HOUR
+    feeds = [
+        _feed(name, "t/0", 12 * HOUR, produced, 10.5, 13.5),
+        _feed(name, "t/1", 10 * HOUR, produced, 9.5),
+    ]
+    assert as_rows(windows.apply_all(feeds, now_us=produced + 1))
+    assert windows.holding
+    open_windows = set(windows.vectors())
+    with core(name):
+        restored = pickle.loads(pickle.dumps(windows))
+    assert restored.restate_pending
+    # The staging table already has offset 5 of t/1 (the replay starts before it).
+    restored.restate_at = {"t/0": 0, "t/1": 5}
+    replayed = WindowFeed("t/1", 3, 10 * HOUR, delta_factory(SETTINGS, name)(), produced)
+    restored.apply_all([replayed], now_us=produced + 1)
+    assert not restored.restated and restored.restate_pending
+    caught_up = WindowFeed("t/1", 5, 10 * HOUR, delta_factory(SETTINGS, name)(), produced)
+    rows = as_rows(restored.apply_all([caught_up]))  # caught up: nothing held
+    assert restored.restated and not restored.restate_pending
+    assert {_key(r) for r in rows} == open_windows
+
+
+def _key(row: dict[str, Any]) -> tuple[str, int, str, str]:
+    return (
+        row["window_size"],
+        to_us(row["window_start"]),
+        row["dimension"],
+        row["dimension_value"],
+    )

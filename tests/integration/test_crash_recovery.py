@@ -87,6 +87,10 @@ def _command(broker: Kafka, topic: str, lakehouse: Path, recovery: Path) -> list
         "0.5",
         "--max-in-flight",
         "4000",
+        # Always catching up: the window step holds rows back, so the kills
+        # also land while rows are held, and restores restate them.
+        "--catch-up-lag",
+        "0.001",
         "--log-format",
         "json",
         "--log-level",

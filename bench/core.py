@@ -50,7 +50,7 @@ from orderhealth.generator import generate_messages
 from quality.record_rules import RuleBook
 from schemas.decode import EventDecoder
 
-__all__ = ["measure"]
+__all__ = ["kafka_messages", "measure", "partitioned"]
 
 RESULTS = Path(__file__).parent / "results" / "core.json"
 STAGES = ("decode", "partition", "windows", "to_arrow")
@@ -58,7 +58,7 @@ STAGES = ("decode", "partition", "windows", "to_arrow")
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def _partitioned(
+def partitioned(
     events: int, partitions: int, orders_per_minute: float | None
 ) -> list[list[tuple[bytes | None, bytes]]]:
     out: list[list[tuple[bytes | None, bytes]]] = [[] for _ in range(partitions)]
@@ -70,6 +70,23 @@ def _partitioned(
     return out
 
 
+def kafka_messages(
+    partition: int, chunk: list[tuple[bytes | None, bytes]], first_offset: int, produced_ms: int
+) -> list[Message]:
+    """A chunk of a partition's log as the broker hands it out (offsets, produce time)."""
+    return [
+        Message(
+            topic="bench",
+            partition=partition,
+            offset=offset,
+            key=key,
+            value=value,
+            timestamp=(TIMESTAMP_CREATE_TIME, produced_ms),
+        )
+        for offset, (key, value) in enumerate(chunk, start=first_offset)
+    ]
+
+
 def measure(
     events: int,
     partitions: int,
@@ -78,7 +95,7 @@ def measure(
     orders_per_minute: float | None = None,
 ) -> dict[str, Any]:
     """CPU seconds per stage over ``events`` messages (see module docstring)."""
-    logs = _partitioned(events, partitions, orders_per_minute)
+    logs = partitioned(events, partitions, orders_per_minute)
     tune_garbage_collector()  # as the flow does (dataflows.interpreter_tuning)
     settings = HealthSettings.load(config)
     # The flow's own decode step; the messages as the broker hands them out,
@@ -101,17 +118,7 @@ def measure(
             chunk = log[cursor : cursor + batch]
             if not chunk:
                 continue
-            messages = [
-                Message(
-                    topic="bench",
-                    partition=p,
-                    offset=offset,
-                    key=key,
-                    value=value,
-                    timestamp=(TIMESTAMP_CREATE_TIME, produced_ms),
-                )
-                for offset, (key, value) in enumerate(chunk, start=cursor)
-            ]
+            messages = kafka_messages(p, chunk, cursor, produced_ms)
             started = clock()
             decoded = [item for item in decode(messages) if is_event(item)]
             valid += len(decoded)

@@ -27,7 +27,6 @@ from dataflows.lifecycle import (
     Flag,
     OrderView,
     Transition,
-    add_outlier_flags,
     judge_dwell,
 )
 from dataflows.native_bronze import bronze_maker
@@ -35,6 +34,7 @@ from dataflows.native_core import delta_factory
 from dataflows.native_dwells import adopt_history, new_history
 from dataflows.native_facts import items_maker
 from dataflows.native_lifecycle import lifecycle_maker
+from dataflows.native_outliers import outlier_flagger
 from dataflows.native_view import view_maker
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import to_us
@@ -233,6 +233,7 @@ class PartitionProcessor:
         self._new_rows = lifecycle_maker()
         self._view = view_maker(settings)
         self._new_bronze = bronze_maker()
+        self._flag = outlier_flagger(settings)
 
     # -- recovery ---------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -268,6 +269,7 @@ class PartitionProcessor:
         self._new_rows = lifecycle_maker()
         self._view = view_maker(self.settings)
         self._new_bronze = bronze_maker()
+        self._flag = outlier_flagger(self.settings)
         # Between batches every order's view is up to date with the watermark
         # (all passed deadlines have fired), so its items are exactly what
         # deriving them again now gives.
@@ -275,9 +277,7 @@ class PartitionProcessor:
         for order_id, order in self.orders.items():
             _judge_legacy_baselines(order, self.settings)
             view = self._view(order_id, order.events, watermark, order.times)
-            view = add_outlier_flags(
-                view, self.settings, watermark, self.history.baseline, order.verdicts
-            )
+            view = self._flag(view, watermark, self.history.baseline, order.verdicts)
             order.items = self._items(view)
 
     @property
@@ -353,9 +353,7 @@ class PartitionProcessor:
         views = {order_id: self._derive(order_id, watermark) for order_id in sorted(touched)}
         for order_id, base_view in views.items():
             order = self.orders[order_id]
-            view = add_outlier_flags(
-                base_view, self.settings, watermark, self.history.baseline, order.verdicts
-            )
+            view = self._flag(base_view, watermark, self.history.baseline, order.verdicts)
             self._apply(order_id, view, delta)
             lifecycle.add(view, self.topic, self.partition, order.last_offset, order.first_seen_us)
         delta.drop_unchanged()

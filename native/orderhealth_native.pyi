@@ -142,3 +142,20 @@ class BronzePlan:
         warnings: list[str | None],
         times: list[int],
     ) -> list[tuple[str, bytes | None, bytes | None, bytes, int]]: ...
+
+class OutlierFlags:
+    def __init__(
+        self,
+        min_samples: int,
+        scaled_threshold: float,
+        settings: Any,
+        judge: Callable[[Any, Any, Any], Any],
+        replace: Callable[..., Any],
+    ) -> None: ...
+    def add(
+        self,
+        view: Any,
+        watermark_us: int | None,
+        baseline: Callable[[str, int], Any],
+        verdicts: dict[Any, Any],
+    ) -> Any: ...

@@ -25,11 +25,13 @@ mod bronze;
 mod dwells;
 mod facts;
 mod lifecycle;
+mod outliers;
 mod view;
 use bronze::BronzePlan;
 use dwells::DwellHistory;
 use facts::{Facts, Items};
 use lifecycle::LifecycleRows;
+use outliers::OutlierFlags;
 use view::Views;
 
 /// Window size label, window start (us), dimension, dimension value; strings
@@ -433,60 +435,72 @@ impl Delta {
     /// The row changes of one DISTINCT fact between an order's ``old`` and
     /// ``new`` items, in the windows of the times it ``changed`` at (see
     /// `dataflows.contributions._distinct_changes`, the reference).
-    fn distinct<'a>(
+    fn distinct(
         &mut self,
         plan: &PlanData,
         dims: &DimValues,
         fact_index: usize,
-        old: &'a [Item],
-        new: &'a [Item],
+        old: &[Item],
+        new: &[Item],
         changed: &[i64],
     ) {
-        let mut windows: ahash::AHashSet<(u32, i64)> = Default::default();
+        // Everything here is a handful of entries (an order's items, the
+        // windows of a few times, seven dimensions), so sorted vectors stand
+        // in for the reference's sets: hash sets built and dropped per call
+        // were a third of this method's instructions.
+        let mut windows: Vec<(u32, i64)> = Vec::with_capacity(changed.len() * plan.sizes.len());
         for at in changed {
             for &(label, size) in &plan.sizes {
-                windows.insert((label, at - at.rem_euclid(size)));
-            }
-        }
-        type Cells = AHashMap<(u32, i64), ahash::AHashSet<usize>>;
-        let cells = |items: &'a [Item]| -> Cells {
-            let mut out: Cells = AHashMap::new();
-            for item in items.iter().filter(|item| item.fact == fact_index) {
-                for &(label, size) in &plan.sizes {
-                    let window = (label, item.at - item.at.rem_euclid(size));
-                    if windows.contains(&window) {
-                        out.entry(window).or_default().insert(item.dims);
-                    }
+                let window = (label, at - at.rem_euclid(size));
+                if !windows.contains(&window) {
+                    windows.push(window);
                 }
             }
+        }
+        // The dimension tuples (by index) the order has the fact at in a window.
+        let cells = |items: &[Item], (label, start): (u32, i64)| -> Vec<usize> {
+            let size = plan
+                .sizes
+                .iter()
+                .find(|(l, _)| *l == label)
+                .map_or(1, |(_, size)| *size);
+            let mut out: Vec<usize> = items
+                .iter()
+                .filter(|item| {
+                    item.fact == fact_index && item.at - item.at.rem_euclid(size) == start
+                })
+                .map(|item| item.dims)
+                .collect();
+            out.sort_unstable();
+            out.dedup();
             out
         };
-        let (before, after) = (cells(old), cells(new));
-        let empty = ahash::AHashSet::new();
-        let rows = |cells: &ahash::AHashSet<usize>| -> ahash::AHashSet<(u32, u32)> {
-            let mut out = ahash::AHashSet::new();
+        // The rows (dimension, value) those tuples count in.
+        let rows = |cells: &[usize]| -> Vec<(u32, u32)> {
+            let mut out = Vec::new();
             for index in cells {
                 for (dim, value) in plan.dims.iter().zip(&dims.tuples[*index]) {
                     if *value != NONE {
-                        out.insert((*dim, *value));
+                        out.push((*dim, *value));
                     }
                 }
             }
+            out.sort_unstable();
+            out.dedup();
             out
         };
         let measures = &plan.facts[fact_index].measures;
-        for window in &windows {
-            let was = before.get(window).unwrap_or(&empty);
-            let now = after.get(window).unwrap_or(&empty);
+        for window in windows {
+            let (was, now) = (cells(old, window), cells(new, window));
             if was == now {
                 continue;
             }
-            let (rows_before, rows_after) = (rows(was), rows(now));
+            let (rows_before, rows_after) = (rows(&was), rows(&now));
             for (set, other, sign) in [
                 (&rows_after, &rows_before, 1i128),
                 (&rows_before, &rows_after, -1),
             ] {
-                for &(dim, value) in set.difference(other) {
+                for &(dim, value) in set.iter().filter(|row| other.binary_search(row).is_err()) {
                     let key = (window.0, window.1, dim, value);
                     let vector = self
                         .vectors
@@ -1036,6 +1050,7 @@ fn orderhealth_native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
     m.add_class::<LifecycleRows>()?;
     m.add_class::<DwellHistory>()?;
     m.add_class::<Views>()?;
+    m.add_class::<OutlierFlags>()?;
     m.add_class::<BronzePlan>()?;
     Ok(())
 }

@@ -143,7 +143,12 @@ impl DwellHistory {
 
     /// The Baseline (median, MAD, samples) of ``stage``'s dwells that ended
     /// in the history before the hour of ``end_us``, or None without any.
-    fn baseline(&mut self, py: Python<'_>, stage: &PyString, end_us: i64) -> PyResult<PyObject> {
+    pub(crate) fn baseline(
+        &mut self,
+        py: Python<'_>,
+        stage: &PyString,
+        end_us: i64,
+    ) -> PyResult<PyObject> {
         let hour = self.bucket(end_us);
         let key = (interner().id(stage)?, hour);
         if let Some(known) = self.cache.get(&key) {

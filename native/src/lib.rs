@@ -457,27 +457,29 @@ impl Delta {
                 }
             }
         }
-        // The dimension tuples (by index) the order has the fact at in a window.
-        let cells = |items: &[Item], (label, start): (u32, i64)| -> Vec<usize> {
+        // The dimension tuples (by index) the order has the fact at in a
+        // window, into a buffer reused from window to window.
+        let cells = |items: &[Item], (label, start): (u32, i64), out: &mut Vec<usize>| {
             let size = plan
                 .sizes
                 .iter()
                 .find(|(l, _)| *l == label)
                 .map_or(1, |(_, size)| *size);
-            let mut out: Vec<usize> = items
-                .iter()
-                .filter(|item| {
-                    item.fact == fact_index && item.at - item.at.rem_euclid(size) == start
-                })
-                .map(|item| item.dims)
-                .collect();
+            out.clear();
+            out.extend(
+                items
+                    .iter()
+                    .filter(|item| {
+                        item.fact == fact_index && item.at - item.at.rem_euclid(size) == start
+                    })
+                    .map(|item| item.dims),
+            );
             out.sort_unstable();
             out.dedup();
-            out
         };
         // The rows (dimension, value) those tuples count in.
-        let rows = |cells: &[usize]| -> Vec<(u32, u32)> {
-            let mut out = Vec::new();
+        let rows = |cells: &[usize], out: &mut Vec<(u32, u32)>| {
+            out.clear();
             for index in cells {
                 for (dim, value) in plan.dims.iter().zip(&dims.tuples[*index]) {
                     if *value != NONE {
@@ -487,15 +489,18 @@ impl Delta {
             }
             out.sort_unstable();
             out.dedup();
-            out
         };
         let measures = &plan.facts[fact_index].measures;
+        let (mut was, mut now) = (Vec::new(), Vec::new());
+        let (mut rows_before, mut rows_after) = (Vec::new(), Vec::new());
         for window in windows {
-            let (was, now) = (cells(old, window), cells(new, window));
+            cells(old, window, &mut was);
+            cells(new, window, &mut now);
             if was == now {
                 continue;
             }
-            let (rows_before, rows_after) = (rows(&was), rows(&now));
+            rows(&was, &mut rows_before);
+            rows(&now, &mut rows_after);
             for (set, other, sign) in [
                 (&rows_after, &rows_before, 1i128),
                 (&rows_before, &rows_after, -1),

@@ -21,6 +21,43 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
+use crate::dwells::DwellHistory;
+
+/// Where baselines come from: the native history itself, called in Rust, or
+/// any Python callable (the reference history's method).
+enum Baselines<'py> {
+    Native(&'py PyCell<DwellHistory>),
+    Python(&'py PyAny),
+}
+
+impl<'py> Baselines<'py> {
+    /// A native history's own `baseline` method is called without Python's
+    /// call machinery (a thousand instructions a call, five calls an order).
+    fn of(py: Python<'py>, baseline: &'py PyAny) -> Self {
+        let native = baseline
+            .getattr(intern!(py, "__self__"))
+            .ok()
+            .and_then(|owner| owner.downcast::<PyCell<DwellHistory>>().ok());
+        let named_baseline = baseline
+            .getattr(intern!(py, "__name__"))
+            .map_or(false, |name| name.eq("baseline").unwrap_or(false));
+        match native {
+            Some(history) if named_baseline => Baselines::Native(history),
+            _ => Baselines::Python(baseline),
+        }
+    }
+
+    fn get(&self, py: Python<'py>, stage: &PyString, end: i64) -> PyResult<&'py PyAny> {
+        match self {
+            Baselines::Native(history) => Ok(history
+                .try_borrow_mut()?
+                .baseline(py, stage, end)?
+                .into_ref(py)),
+            Baselines::Python(baseline) => baseline.call1((stage, end)),
+        }
+    }
+}
+
 /// The verdict walk for one settings' outlier thresholds.
 #[pyclass(module = "orderhealth_native", frozen)]
 pub struct OutlierFlags {
@@ -78,6 +115,7 @@ impl OutlierFlags {
         let next_deadline: Option<i64> =
             view.getattr(intern!(py, "next_deadline_us"))?.extract()?;
         let transitions: &PyTuple = view.getattr(intern!(py, "transitions"))?.downcast()?;
+        let baselines = Baselines::of(py, baseline);
         let mut deadline = next_deadline;
         let mut added: Vec<&PyAny> = Vec::new();
         for transition in transitions.iter() {
@@ -92,7 +130,7 @@ impl OutlierFlags {
             let flag = match verdicts.get_item(key) {
                 Some(known) => known,
                 None => {
-                    let judged = self.judge(py, transition, stage, end, baseline)?;
+                    let judged = self.judge(py, transition, stage, end, &baselines)?;
                     verdicts.set_item(key, judged)?;
                     judged
                 }
@@ -128,9 +166,9 @@ impl OutlierFlags {
         transition: &'py PyAny,
         stage: &PyString,
         end: i64,
-        baseline: &PyAny,
+        baselines: &Baselines<'py>,
     ) -> PyResult<&'py PyAny> {
-        let reference = baseline.call1((stage, end))?;
+        let reference = baselines.get(py, stage, end)?;
         if reference.is_none() {
             return Ok(py.None().into_ref(py));
         }

@@ -24,11 +24,13 @@ from dataflows.lifecycle import (
     FlagKind,
     OrderView,
     OutlierVerdicts,
+    Transition,
     add_outlier_flags,
     derive_view,
     sort_events,
 )
 from dataflows.native_core import native_module
+from dataflows.native_dwells import new_history
 from dataflows.native_outliers import NATIVE_OUTLIERS_OF, outlier_flagger, outliers_fingerprint
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import US_PER_HOUR, to_us
@@ -151,3 +153,38 @@ def test_changed_verdicts_run_in_python_until_their_twin_is_checked(
         return None
 
     assert flagger(view, None, nothing, {}) == add_outlier_flags(view, BASE, None, nothing, {})
+
+
+@needs_native
+@settings(max_examples=200, deadline=None)
+@given(
+    case=cases(),
+    others=st.lists(st.tuples(st.floats(0, 30), st.floats(0.01, 30)), max_size=12),
+    judged=st.booleans(),
+)
+def test_baselines_from_the_native_history_are_read_in_rust_alike(
+    case: tuple[OrderView, int | None, dict[tuple[str, int], Baseline | None], OutlierVerdicts],
+    others: list[tuple[float, float]],
+    judged: bool,
+) -> None:
+    """The native history's own ``baseline`` is called in Rust: the same verdicts.
+
+    Other orders' dwells of the view's stages, ending up to 30 hours before
+    its transitions (the history's reach and beyond), make the baselines.
+    Half the cases put the watermark past every stage, so all are judged.
+    """
+    view, watermark, _table, remembered = case
+    if judged and view.transitions:
+        watermark = max(t.end_us for t in view.transitions) + 1
+    history = new_history(EAGER.outliers, core="native")
+    for t in view.transitions:
+        for i, (hours_before, dwell_h) in enumerate(others):
+            end = t.end_us - int(hours_before * US_PER_HOUR)
+            dwell = Transition(t.stage, end - int(dwell_h * US_PER_HOUR), end, None)
+            history.replace(f"{t.stage}-{i}", (), (dwell,))
+    expected_verdicts, got_verdicts = dict(remembered), dict(remembered)
+    expected = add_outlier_flags(view, EAGER, watermark, history.baseline, expected_verdicts)
+    got = outlier_flagger(EAGER, "native")(view, watermark, history.baseline, got_verdicts)
+    assert got == expected
+    assert msgspec.json.encode(got) == msgspec.json.encode(expected)
+    assert list(got_verdicts.items()) == list(expected_verdicts.items())

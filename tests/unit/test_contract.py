@@ -126,6 +126,34 @@ def test_rejections_name_reason_field_expected_and_got(
         assert result.got == got
 
 
+@pytest.mark.parametrize(
+    ("event_time", "inside"),
+    [
+        ("1999-12-31T23:30:00-01:00", True),  # 2000-01-01T00:30Z
+        ("2000-01-01T00:30:00+01:00", False),  # 1999-12-31T23:30Z
+        ("2000-01-01T00:00:00Z", True),
+        ("2000-12-31T23:59:59+23:59", True),
+        ("2099-12-31T23:30:00-01:00", False),  # 2100-01-01T00:30Z
+        ("2100-01-01T00:30:00+01:00", True),  # 2099-12-31T23:30Z
+        ("2099-12-31T23:59:59.999999Z", True),
+        ("2100-01-01T00:00:00Z", False),
+        ("0001-01-01T00:00:00Z", False),
+    ],
+)
+def test_event_times_are_bounded_as_instants_whatever_their_offset(
+    event_time: str, inside: bool
+) -> None:
+    """The range check skips the zone-aware comparison only for years well inside it."""
+    result = DECODER.decode(_valid(event_time=event_time))
+    if inside:
+        assert not isinstance(result, Rejection), result
+    else:
+        assert isinstance(result, Rejection)
+        assert result.reason is RejectReason.INVALID_FIELD
+        assert result.field == "event_time"
+        assert "outside the supported range" in result.message
+
+
 def test_key_must_equal_order_id() -> None:
     result = DECODER.decode(_valid(), key=b"someone-else")
     assert isinstance(result, Rejection)

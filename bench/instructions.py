@@ -207,6 +207,20 @@ def count(checkouts: dict[str, list[Path]], events: int) -> dict[str, dict[str, 
     return out
 
 
+def _describe(checkout: Path) -> str:
+    """A checkout's commit, marked when its tree has changes (or its path, outside git)."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(checkout), "describe", "--always", "--dirty"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return str(checkout)
+    return commit
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=30_000)
@@ -250,7 +264,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{name}: the core executes {core / c[BARE]:.1f}x the instructions of the "
             "ceiling's bare decode (consuming aside)"
         )
-    result = {"events": args.events, "instructions": counts}
+    result = {
+        "events": args.events,
+        "checkouts": {name: _describe(path[-1]) for name, path in checkouts.items()},
+        "instructions": counts,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     return result

@@ -43,14 +43,14 @@ from dataflows.interpreter_tuning import tune_garbage_collector
 from dataflows.kafka_source import FlowControl
 from dataflows.partition_processor import PartitionBatch, PartitionProcessor
 from dataflows.settings import HealthSettings
-from dataflows.window_metrics import MetricWindows
+from dataflows.window_metrics import MetricColumns, MetricWindows
 from lakehouse.tables import BRONZE_EVENTS, HEALTH_METRICS_STAGING, ORDER_LIFECYCLE
 from lakehouse.writer import DeltaWriter
 from orderhealth.generator import generate_messages
 from quality.record_rules import RuleBook
 from schemas.decode import EventDecoder
 
-__all__ = ["kafka_messages", "measure", "partitioned"]
+__all__ = ["arrow_writers", "kafka_messages", "measure", "partitioned", "rows_to_arrow"]
 
 RESULTS = Path(__file__).parent / "results" / "core.json"
 STAGES = ("decode", "partition", "windows", "to_arrow")
@@ -87,6 +87,27 @@ def kafka_messages(
     ]
 
 
+def arrow_writers() -> dict[str, DeltaWriter]:
+    """The writers of the three tables the core makes rows for (only to convert them)."""
+    return {
+        spec.path: DeltaWriter("/nonexistent", spec)
+        for spec in (BRONZE_EVENTS, ORDER_LIFECYCLE, HEALTH_METRICS_STAGING)
+    }
+
+
+def rows_to_arrow(
+    writers: dict[str, DeltaWriter], columns: MetricColumns, batches: list[PartitionBatch]
+) -> None:
+    """One round's rows to Arrow tables, as the flow's sinks convert them."""
+    if columns:
+        writers[HEALTH_METRICS_STAGING.path].to_arrow(columns)
+    for b in batches:
+        if b.bronze:
+            writers[BRONZE_EVENTS.path].to_arrow(b.bronze.table())
+        if b.lifecycle:
+            writers[ORDER_LIFECYCLE.path].to_arrow(b.lifecycle)
+
+
 def measure(
     events: int,
     partitions: int,
@@ -104,10 +125,7 @@ def measure(
     produced_ms = int(time.time() * 1000)
     processors = [PartitionProcessor("bench", p, settings) for p in range(partitions)]
     windows = MetricWindows(settings, [f"bench/{p}" for p in range(partitions)])
-    writers = {
-        spec.path: DeltaWriter("/nonexistent", spec)
-        for spec in (BRONZE_EVENTS, ORDER_LIFECYCLE, HEALTH_METRICS_STAGING)
-    }
+    writers = arrow_writers()
     spent = dict.fromkeys(STAGES, 0.0)
     valid = rows = 0
     cursor = 0
@@ -132,13 +150,7 @@ def measure(
         spent["windows"] += clock() - started
         rows += len(columns.get("window_size", ()))
         started = clock()
-        if columns:
-            writers[HEALTH_METRICS_STAGING.path].to_arrow(columns)
-        for b in round_batches:
-            if b.bronze:
-                writers[BRONZE_EVENTS.path].to_arrow(b.bronze.table())
-            if b.lifecycle:
-                writers[ORDER_LIFECYCLE.path].to_arrow(b.lifecycle)
+        rows_to_arrow(writers, columns, round_batches)
         spent["to_arrow"] += clock() - started
     total = sum(spent.values())
     return {

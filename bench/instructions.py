@@ -88,8 +88,6 @@ def _inner(events: int, partitions: int, batch: int, directory: Path) -> None:
     from dataflows.partition_processor import PartitionBatch, PartitionProcessor
     from dataflows.settings import HealthSettings
     from dataflows.window_metrics import MetricWindows
-    from lakehouse.tables import BRONZE_EVENTS, HEALTH_METRICS_STAGING, ORDER_LIFECYCLE
-    from lakehouse.writer import DeltaWriter
     from quality.record_rules import RuleBook
     from schemas.decode import EventDecoder
 
@@ -109,10 +107,7 @@ def _inner(events: int, partitions: int, batch: int, directory: Path) -> None:
     ]
     processors = [PartitionProcessor("bench", p, settings) for p in range(partitions)]
     windows = MetricWindows(settings, [f"bench/{p}" for p in range(partitions)])
-    writers = {
-        spec.path: DeltaWriter("/nonexistent", spec)
-        for spec in (BRONZE_EVENTS, ORDER_LIFECYCLE, HEALTH_METRICS_STAGING)
-    }
+    writers = core.arrow_writers()
 
     bare = msgspec.json.Decoder().decode
     errors = 0
@@ -137,13 +132,7 @@ def _inner(events: int, partitions: int, batch: int, directory: Path) -> None:
     columns = [windows.apply_all(outputs) for outputs in results]
     marker.dump(b"windows")
     for rows, outputs in zip(columns, results, strict=True):
-        if rows:
-            writers[HEALTH_METRICS_STAGING.path].to_arrow(rows)
-        for b in outputs:
-            if b.bronze:
-                writers[BRONZE_EVENTS.path].to_arrow(b.bronze.table())
-            if b.lifecycle:
-                writers[ORDER_LIFECYCLE.path].to_arrow(b.lifecycle)
+        core.rows_to_arrow(writers, rows, outputs)
     marker.dump(b"to_arrow")
 
 

@@ -26,20 +26,12 @@ from lakehouse.writer import stream_name
 from quality.record_rules import RuleBook
 from schemas.decode import EventDecoder, Rejection
 
-__all__ = ["DecodeStep", "dead_letter_row", "is_event", "produced_us"]
+__all__ = ["DecodeStep", "dead_letter_row", "is_event"]
 
 
 def is_event(item: SourcedEvent | dict[str, Any]) -> TypeGuard[SourcedEvent]:
     """Whether the decode step's output is an event (else a dead-letter row)."""
     return isinstance(item, SourcedEvent)
-
-
-def produced_us(msg: Message) -> int | None:
-    """The Kafka message timestamp in us (the rules' clock), if the broker has one."""
-    kind, ms = msg.timestamp()
-    if kind == TIMESTAMP_NOT_AVAILABLE:
-        return None
-    return int(ms) * 1000
 
 
 def dead_letter_row(
@@ -91,7 +83,9 @@ class DecodeStep:
             if isinstance(result, Rejection):
                 append(self._dead(msg, dead_letter_row(msg, result)))
                 continue
-            kind, ms = msg.timestamp()  # produced_us(msg), without a call per message
+            # The Kafka message timestamp in us (the rules' clock), if the
+            # broker has one; read here, not in a function called per message.
+            kind, ms = msg.timestamp()
             produced = None if kind == TIMESTAMP_NOT_AVAILABLE else int(ms) * 1000
             verdict = check(result, produced)
             if verdict.dropped_by is not None:

@@ -100,6 +100,11 @@ def test_the_native_verdicts_equal_the_definition(
     assert (got is view) == (expected is view)  # an unchanged view is handed back as is
     assert list(got_verdicts.items()) == list(expected_verdicts.items())
     assert asked == python_asked  # the same baselines asked for, in the same order
+    # New keys hold the transition's own objects, as the reference's do
+    # (kept in hot state for the order's life: no int of their own).
+    ends = {(t.stage, t.end_us): t for t in view.transitions}
+    for key in got_verdicts.keys() - remembered.keys():
+        assert key[0] is ends[key].stage and key[1] is ends[key].end_us
 
 
 @needs_native

@@ -448,10 +448,12 @@ impl Delta {
         // windows of a few times, seven dimensions), so sorted vectors stand
         // in for the reference's sets: hash sets built and dropped per call
         // were a third of this method's instructions.
-        let mut windows: Vec<(u32, i64)> = Vec::with_capacity(changed.len() * plan.sizes.len());
+        // (size label, window start, size) of each window a change is in.
+        let mut windows: Vec<(u32, i64, i64)> =
+            Vec::with_capacity(changed.len() * plan.sizes.len());
         for at in changed {
             for &(label, size) in &plan.sizes {
-                let window = (label, at - at.rem_euclid(size));
+                let window = (label, at - at.rem_euclid(size), size);
                 if !windows.contains(&window) {
                     windows.push(window);
                 }
@@ -459,12 +461,7 @@ impl Delta {
         }
         // The dimension tuples (by index) the order has the fact at in a
         // window, into a buffer reused from window to window.
-        let cells = |items: &[Item], (label, start): (u32, i64), out: &mut Vec<usize>| {
-            let size = plan
-                .sizes
-                .iter()
-                .find(|(l, _)| *l == label)
-                .map_or(1, |(_, size)| *size);
+        let cells = |items: &[Item], (_, start, size): (u32, i64, i64), out: &mut Vec<usize>| {
             out.clear();
             out.extend(
                 items

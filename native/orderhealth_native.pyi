@@ -159,3 +159,6 @@ class OutlierFlags:
         baseline: Callable[[str, int], Any],
         verdicts: dict[Any, Any],
     ) -> Any: ...
+
+def struct_field(obj: Any, name: str) -> Any:
+    """``getattr(obj, name)`` through the twins' slot reading (for tests)."""

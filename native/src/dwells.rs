@@ -12,10 +12,10 @@
 //! (`tests/unit/test_dwell_history.py` holds the two equal).
 
 use ahash::AHashMap;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
+use crate::fields::field;
 use crate::interner;
 
 /// (stage as an interned string id, start of the hour bucket in us).
@@ -74,10 +74,10 @@ impl DwellHistory {
     }
 
     /// A transition's (stage id, end, dwell) (`dataflows.lifecycle.Transition`).
-    fn read(py: Python<'_>, transition: &PyAny) -> PyResult<(u32, i64, i64)> {
-        let stage: &PyString = transition.getattr(intern!(py, "stage"))?.downcast()?;
-        let start: i64 = transition.getattr(intern!(py, "start_us"))?.extract()?;
-        let end: i64 = transition.getattr(intern!(py, "end_us"))?.extract()?;
+    fn read(transition: &PyAny) -> PyResult<(u32, i64, i64)> {
+        let stage: &PyString = field!(transition, "stage")?.downcast()?;
+        let start: i64 = field!(transition, "start_us")?.extract()?;
+        let end: i64 = field!(transition, "end_us")?.extract()?;
         Ok((interner().id(stage)?, end, end - start))
     }
 
@@ -112,26 +112,20 @@ impl DwellHistory {
 
     /// Swap an order's completed dwells ``old`` for ``new`` (tuples of
     /// `Transition`).
-    fn replace(
-        &mut self,
-        py: Python<'_>,
-        order_id: &PyString,
-        old: &PyAny,
-        new: &PyAny,
-    ) -> PyResult<()> {
+    fn replace(&mut self, order_id: &PyString, old: &PyAny, new: &PyAny) -> PyResult<()> {
         if old.eq(new)? {
             return Ok(());
         }
         let id = order_id.to_str()?;
         for transition in old.iter()? {
-            let (stage, end, _) = Self::read(py, transition?)?;
+            let (stage, end, _) = Self::read(transition?)?;
             let key = (stage, self.bucket(end));
             if let Some(bucket) = self.buckets.get_mut(&key) {
                 bucket.remove(id);
             }
         }
         for transition in new.iter()? {
-            let (stage, end, dwell) = Self::read(py, transition?)?;
+            let (stage, end, dwell) = Self::read(transition?)?;
             let key = (stage, self.bucket(end));
             self.buckets
                 .entry(key)

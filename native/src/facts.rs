@@ -15,11 +15,11 @@
 //! needs no Rust.
 
 use pyo3::exceptions::PyValueError;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
+use crate::fields::field;
 use crate::{interner, Interner, NONE};
 
 /// A built-in fact's stream function (`dataflows/metrics.py`), by name.
@@ -139,18 +139,18 @@ struct View<'py> {
 }
 
 impl<'py> View<'py> {
-    fn read(py: Python<'py>, view: &'py PyAny) -> PyResult<Self> {
-        let outcome = view.getattr(intern!(py, "outcome"))?;
+    fn read(view: &'py PyAny) -> PyResult<Self> {
+        let outcome = field!(view, "outcome")?;
         Ok(View {
-            created: view.getattr(intern!(py, "created_us"))?.extract()?,
-            first_promise: view.getattr(intern!(py, "first_promise_us"))?.extract()?,
-            status: outcome.getattr(intern!(py, "status"))?,
-            resolved: outcome.getattr(intern!(py, "resolved_at_us"))?.extract()?,
-            stage_us: view.getattr(intern!(py, "stage_us"))?.downcast()?,
-            cancelled: view.getattr(intern!(py, "cancelled_us"))?.extract()?,
-            first_warehouse: view.getattr(intern!(py, "first_warehouse"))?,
-            warehouse_timeline: timeline(view.getattr(intern!(py, "warehouse_timeline"))?)?,
-            attributes: view.getattr(intern!(py, "attributes"))?.downcast()?,
+            created: field!(view, "created_us")?.extract()?,
+            first_promise: field!(view, "first_promise_us")?.extract()?,
+            status: field!(outcome, "status")?,
+            resolved: field!(outcome, "resolved_at_us")?.extract()?,
+            stage_us: field!(view, "stage_us")?.downcast()?,
+            cancelled: field!(view, "cancelled_us")?.extract()?,
+            first_warehouse: field!(view, "first_warehouse")?,
+            warehouse_timeline: timeline(field!(view, "warehouse_timeline")?)?,
+            attributes: field!(view, "attributes")?.downcast()?,
             view,
         })
     }
@@ -262,7 +262,7 @@ impl Facts {
     /// facts evaluated in Python, in fact order.
     #[args(extra = "None")]
     fn items(&self, py: Python<'_>, view: &PyAny, extra: Option<&PyTuple>) -> PyResult<Items> {
-        let v = View::read(py, view)?;
+        let v = View::read(view)?;
         let outcome = self.outcome(py, &v)?;
         // (fact, at, value, dimensions' moment)
         let mut raw: Vec<(usize, i64, i64, i64)> = Vec::new();
@@ -383,27 +383,27 @@ impl Facts {
                 }
             }
             Builtin::Transition => {
-                let transitions: &PyTuple = view.getattr(intern!(py, "transitions"))?.downcast()?;
+                let transitions: &PyTuple = field!(view, "transitions")?.downcast()?;
                 for transition in transitions.iter() {
-                    let sla: Option<i64> = transition.getattr(intern!(py, "sla_us"))?.extract()?;
+                    let sla: Option<i64> = field!(transition, "sla_us")?.extract()?;
                     if let Some(sla) = sla {
-                        let end: i64 = transition.getattr(intern!(py, "end_us"))?.extract()?;
-                        let start: i64 = transition.getattr(intern!(py, "start_us"))?.extract()?;
+                        let end: i64 = field!(transition, "end_us")?.extract()?;
+                        let start: i64 = field!(transition, "start_us")?.extract()?;
                         push(end, i64::from(end - start > sla), end);
                     }
                 }
             }
             Builtin::Active | Builtin::Anomalous => {
                 if matches!(fact, Builtin::Active) {
-                    let times: &PyTuple = view.getattr(intern!(py, "event_times"))?.downcast()?;
+                    let times: &PyTuple = field!(view, "event_times")?.downcast()?;
                     for at in times.iter() {
                         let at = at.extract()?;
                         push(at, 1, at);
                     }
                 }
-                let flags: &PyTuple = view.getattr(intern!(py, "flags"))?.downcast()?;
+                let flags: &PyTuple = field!(view, "flags")?.downcast()?;
                 for flag in flags.iter() {
-                    let at = flag.getattr(intern!(py, "at_us"))?.extract()?;
+                    let at = field!(flag, "at_us")?.extract()?;
                     push(at, 1, at);
                 }
             }

@@ -24,6 +24,7 @@ use pyo3::AsPyPointer;
 mod bronze;
 mod dwells;
 mod facts;
+mod fields;
 mod lifecycle;
 mod outliers;
 mod view;
@@ -1053,6 +1054,7 @@ fn orderhealth_native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
     m.add_class::<DwellHistory>()?;
     m.add_class::<Views>()?;
     m.add_class::<OutlierFlags>()?;
+    m.add_function(wrap_pyfunction!(fields::struct_field, m)?)?;
     m.add_class::<BronzePlan>()?;
     Ok(())
 }

@@ -23,6 +23,8 @@ use pyo3::ffi;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::AsPyPointer;
 
+use crate::fields::field;
+
 const US_PER_HOUR: f64 = 3_600_000_000.0;
 
 /// One column's buffers, in the Arrow layout of its type.
@@ -219,10 +221,10 @@ impl LifecycleRows {
         last_offset: i64,
         first_seen_us: i64,
     ) -> PyResult<()> {
-        let attrs: &PyDict = view.getattr(intern!(py, "attributes"))?.downcast()?;
-        let flags: &PyTuple = view.getattr(intern!(py, "flags"))?.downcast()?;
-        let context: &PyAny = view.getattr(intern!(py, "context_by_stage"))?;
-        let outcome = view.getattr(intern!(py, "outcome"))?;
+        let attrs: &PyDict = field!(view, "attributes")?.downcast()?;
+        let flags: &PyTuple = field!(view, "flags")?.downcast()?;
+        let context: &PyAny = field!(view, "context_by_stage")?;
+        let outcome = field!(view, "outcome")?;
         let (flags_json, context_json) = match (flags_text(py, flags)?, json_text(context)?) {
             (Some(f), Some(c)) => (f, c),
             _ => self.texts.as_ref(py).call1((view,))?.extract()?,
@@ -237,7 +239,7 @@ impl LifecycleRows {
         let mut row = Row {
             columns: self.columns.iter_mut(),
         };
-        row.py_text(Some(view.getattr(intern!(py, "order_id"))?))?;
+        row.py_text(Some(field!(view, "order_id")?))?;
         for (name, kind) in &self.attributes {
             let value = attrs.get_item(name.as_ref(py)).filter(|v| !v.is_none());
             match kind {
@@ -246,29 +248,29 @@ impl LifecycleRows {
                 _ => row.py_text(value)?,
             }
         }
-        row.py_text(Some(view.getattr(intern!(py, "first_warehouse"))?))?;
-        row.py_text(Some(view.getattr(intern!(py, "warehouse"))?))?;
-        row.py_text(Some(view.getattr(intern!(py, "carrier"))?))?;
-        row.int(view.getattr(intern!(py, "first_promise_us"))?.extract()?);
-        row.int(view.getattr(intern!(py, "latest_promise_us"))?.extract()?);
-        row.py_text(Some(view.getattr(intern!(py, "current_stage"))?))?;
-        row.py_text(Some(outcome.getattr(intern!(py, "status"))?))?;
-        row.int(outcome.getattr(intern!(py, "resolved_at_us"))?.extract()?);
-        row.int(view.getattr(intern!(py, "cancelled_us"))?.extract()?);
-        row.py_text(Some(view.getattr(intern!(py, "cancel_reason"))?))?;
+        row.py_text(Some(field!(view, "first_warehouse")?))?;
+        row.py_text(Some(field!(view, "warehouse")?))?;
+        row.py_text(Some(field!(view, "carrier")?))?;
+        row.int(field!(view, "first_promise_us")?.extract()?);
+        row.int(field!(view, "latest_promise_us")?.extract()?);
+        row.py_text(Some(field!(view, "current_stage")?))?;
+        row.py_text(Some(field!(outcome, "status")?))?;
+        row.int(field!(outcome, "resolved_at_us")?.extract()?);
+        row.int(field!(view, "cancelled_us")?.extract()?);
+        row.py_text(Some(field!(view, "cancel_reason")?))?;
         row.int(Some(flags.len() as i64));
         let kinds = kinds.join(",");
         row.text(if kinds.is_empty() { None } else { Some(&kinds) });
         row.text(Some(&flags_json));
-        row.int(Some(view.getattr(intern!(py, "event_count"))?.extract()?));
-        row.int(Some(view.getattr(intern!(py, "last_event_us"))?.extract()?));
+        row.int(Some(field!(view, "event_count")?.extract()?));
+        row.int(Some(field!(view, "last_event_us")?.extract()?));
         row.text(Some(&context_json));
         row.text(Some(topic));
         row.int(Some(partition));
         row.int(Some(last_offset));
         row.int(Some(first_seen_us));
-        let stage_us: &PyDict = view.getattr(intern!(py, "stage_us"))?.downcast()?;
-        let dwell_us: &PyDict = view.getattr(intern!(py, "dwell_us"))?.downcast()?;
+        let stage_us: &PyDict = field!(view, "stage_us")?.downcast()?;
+        let dwell_us: &PyDict = field!(view, "dwell_us")?.downcast()?;
         for stage in &self.stages {
             let stage = stage.as_ref(py);
             row.int(stage_us.get_item(stage).map(|v| v.extract()).transpose()?);
@@ -375,7 +377,7 @@ fn flags_text(py: Python<'_>, flags: &PyTuple) -> PyResult<Option<String>> {
         if i > 0 {
             out.push(',');
         }
-        let at: i64 = flag.getattr(intern!(py, "at_us"))?.extract()?;
+        let at: i64 = field!(flag, "at_us")?.extract()?;
         let iso = match isoformat(at) {
             Some(iso) => iso,
             None => return Ok(None),

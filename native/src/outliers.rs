@@ -22,6 +22,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
 use crate::dwells::DwellHistory;
+use crate::fields::field;
 
 /// Where baselines come from: the native history itself, called in Rust, or
 /// any Python callable (the reference history's method).
@@ -75,11 +76,11 @@ pub struct OutlierFlags {
 /// A flag's sort key: `(at_us, kind, reason)`.
 type FlagKey = (i64, String, String);
 
-fn flag_key(py: Python<'_>, flag: &PyAny) -> PyResult<FlagKey> {
+fn flag_key(flag: &PyAny) -> PyResult<FlagKey> {
     Ok((
-        flag.getattr(intern!(py, "at_us"))?.extract()?,
-        flag.getattr(intern!(py, "kind"))?.extract()?,
-        flag.getattr(intern!(py, "reason"))?.extract()?,
+        field!(flag, "at_us")?.extract()?,
+        field!(flag, "kind")?.extract()?,
+        field!(flag, "reason")?.extract()?,
     ))
 }
 
@@ -112,9 +113,8 @@ impl OutlierFlags {
         baseline: &PyAny,
         verdicts: &PyDict,
     ) -> PyResult<PyObject> {
-        let next_deadline: Option<i64> =
-            view.getattr(intern!(py, "next_deadline_us"))?.extract()?;
-        let transitions: &PyTuple = view.getattr(intern!(py, "transitions"))?.downcast()?;
+        let next_deadline: Option<i64> = field!(view, "next_deadline_us")?.extract()?;
+        let transitions: &PyTuple = field!(view, "transitions")?.downcast()?;
         let baselines = Baselines::of(py, baseline);
         let mut deadline = next_deadline;
         let mut added: Vec<&PyAny> = Vec::new();
@@ -122,14 +122,14 @@ impl OutlierFlags {
             // The key holds the transition's own int, as the reference's
             // does: a new int per verdict was 32 bytes more per finished
             // stage of every order in hot state.
-            let end_us = transition.getattr(intern!(py, "end_us"))?;
+            let end_us = field!(transition, "end_us")?;
             let end: i64 = end_us.extract()?;
             if watermark_us.map_or(true, |w| w <= end) {
                 // Decided once the watermark passes the end.
                 deadline = Some(deadline.map_or(end, |d| d.min(end)));
                 continue;
             }
-            let stage: &PyString = transition.getattr(intern!(py, "stage"))?.downcast()?;
+            let stage: &PyString = field!(transition, "stage")?.downcast()?;
             let key = PyTuple::new(py, [stage.to_object(py), end_us.to_object(py)]);
             let flag = match verdicts.get_item(key) {
                 Some(known) => known,
@@ -146,10 +146,10 @@ impl OutlierFlags {
         if added.is_empty() && deadline == next_deadline {
             return Ok(view.into());
         }
-        let flags: &PyTuple = view.getattr(intern!(py, "flags"))?.downcast()?;
+        let flags: &PyTuple = field!(view, "flags")?.downcast()?;
         let mut keyed: Vec<(FlagKey, &PyAny)> = Vec::with_capacity(flags.len() + added.len());
         for flag in flags.iter().chain(added) {
-            keyed.push((flag_key(py, flag)?, flag));
+            keyed.push((flag_key(flag)?, flag));
         }
         // Stable, as Python's sort: equal keys keep their order.
         keyed.sort_by(|a, b| a.0.cmp(&b.0));
@@ -176,10 +176,10 @@ impl OutlierFlags {
         if reference.is_none() {
             return Ok(py.None().into_ref(py));
         }
-        let samples: i64 = reference.getattr(intern!(py, "samples"))?.extract()?;
-        let mad: f64 = reference.getattr(intern!(py, "mad"))?.extract()?;
-        let median: f64 = reference.getattr(intern!(py, "median"))?.extract()?;
-        let start: i64 = transition.getattr(intern!(py, "start_us"))?.extract()?;
+        let samples: i64 = field!(reference, "samples")?.extract()?;
+        let mad: f64 = field!(reference, "mad")?.extract()?;
+        let median: f64 = field!(reference, "median")?.extract()?;
+        let start: i64 = field!(transition, "start_us")?.extract()?;
         // `int - float` in Python: the int rounded to a double first.
         let excess = (end - start) as f64 - median;
         #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN: not beyond, as in Python

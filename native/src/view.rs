@@ -18,10 +18,11 @@
 
 use ahash::AHashMap;
 use pyo3::exceptions::PyValueError;
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::AsPyPointer;
+
+use crate::fields::field;
 
 /// What an event class does in a derivation beyond its stage time.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -209,7 +210,7 @@ impl Views {
                     stage_dict.set_item(&role.name, at)?;
                 }
             }
-            let context = event.getattr(intern!(py, "context"))?;
+            let context = field!(event, "context")?;
             if !context.is_none() {
                 contexts.set_item(&role.name, context)?;
             }
@@ -224,7 +225,7 @@ impl Views {
                     }
                 }
                 Special::Promise => {
-                    let promised = event.getattr(intern!(py, "promised_delivery_at"))?;
+                    let promised = field!(event, "promised_delivery_at")?;
                     latest_promise = Some(self.to_us.call1(py, (promised,))?.extract(py)?);
                 }
                 Special::Cancelled => {
@@ -233,11 +234,11 @@ impl Views {
                     }
                 }
                 Special::Routed => {
-                    warehouses.push((at, event.getattr(intern!(py, "warehouse_id"))?));
+                    warehouses.push((at, field!(event, "warehouse_id")?));
                 }
                 Special::Rerouted => {
-                    let warehouse = event.getattr(intern!(py, "warehouse_id"))?;
-                    let reason = event.getattr(intern!(py, "reason"))?;
+                    let warehouse = field!(event, "warehouse_id")?;
+                    let reason = field!(event, "reason")?;
                     warehouses.push((at, warehouse));
                     let text = format!("rerouted to {}: {}", warehouse.str()?, reason.str()?);
                     flags.push((
@@ -247,10 +248,10 @@ impl Views {
                     ));
                 }
                 Special::Shipped => {
-                    carriers.push((at, event.getattr(intern!(py, "carrier_id"))?));
+                    carriers.push((at, field!(event, "carrier_id")?));
                 }
                 Special::Exception => {
-                    let code = event.getattr(intern!(py, "exception_code"))?;
+                    let code = field!(event, "exception_code")?;
                     let text = format!("exception {}", code.str()?);
                     flags.push((
                         at,
@@ -263,7 +264,7 @@ impl Views {
 
         let first_promise: Option<i64> = match created {
             Some((event, _)) => {
-                let promised = event.getattr(intern!(py, "promised_delivery_at"))?;
+                let promised = field!(event, "promised_delivery_at")?;
                 Some(self.to_us.call1(py, (promised,))?.extract(py)?)
             }
             None => None,
@@ -411,7 +412,7 @@ impl Views {
             last_event_us.into_py(py),
             py_int(py, cancelled_us),
             match cancelled {
-                Some((event, _)) => event.getattr(intern!(py, "reason"))?.into_py(py),
+                Some((event, _)) => field!(event, "reason")?.into_py(py),
                 None => py.None(),
             },
             warehouses.first().map_or(py.None(), |e| e.1.into_py(py)),

@@ -17,7 +17,7 @@ import pyarrow as pa
 from dataflows import bronze_rows, json_text, lifecycle
 from dataflows.bronze_rows import JSON_FIELDS, BronzeRows
 from dataflows.native_core import arrow_arrays, core_name, fingerprint, installed, still_checked
-from dataflows.timeutil import to_us
+from dataflows.native_times import to_us_of
 
 __all__ = ["NATIVE_BRONZE_OF", "bronze_fingerprint", "bronze_maker"]
 
@@ -109,7 +109,7 @@ def bronze_maker(core: str | None = None) -> Callable[[str, int], BronzeRows]:
         columns,
         classes,
         schema.names[len(columns) :],
-        to_us,
+        to_us_of(core),
         json_text.json_text,
         msgspec.structs.astuple,
     )

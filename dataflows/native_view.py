@@ -23,9 +23,9 @@ from dataflows.lifecycle import (
     sla_breach_reason,
 )
 from dataflows.native_core import core_name, fingerprint, installed, still_checked
+from dataflows.native_times import to_us_of
 from dataflows.outcome import Outcome, OutcomeStatus
 from dataflows.settings import HealthSettings
-from dataflows.timeutil import to_us
 
 __all__ = ["NATIVE_VIEW_OF", "ViewMaker", "view_fingerprint", "view_maker"]
 
@@ -98,7 +98,7 @@ def view_maker(settings: HealthSettings, core: str | None = None) -> ViewMaker:
         (OrderView, Transition, Flag, Outcome),
         (OutcomeStatus.OPEN, OutcomeStatus.ON_TIME, OutcomeStatus.LATE, OutcomeStatus.CANCELLED),
         (FlagKind.EXCEPTION, FlagKind.REROUTE, FlagKind.STAGE_SLA_BREACH),
-        to_us,
+        to_us_of(core),
         python,
     )
     maker: ViewMaker = kernel.derive

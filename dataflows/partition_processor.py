@@ -35,6 +35,7 @@ from dataflows.native_dwells import adopt_history, new_history
 from dataflows.native_facts import items_maker
 from dataflows.native_lifecycle import lifecycle_maker
 from dataflows.native_outliers import outlier_flagger
+from dataflows.native_times import to_us_of
 from dataflows.native_view import view_maker
 from dataflows.settings import HealthSettings
 from dataflows.timeutil import to_us
@@ -234,6 +235,7 @@ class PartitionProcessor:
         self._view = view_maker(settings)
         self._new_bronze = bronze_maker()
         self._flag = outlier_flagger(settings)
+        self._to_us = to_us_of()
 
     # -- recovery ---------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -270,6 +272,7 @@ class PartitionProcessor:
         self._view = view_maker(self.settings)
         self._new_bronze = bronze_maker()
         self._flag = outlier_flagger(self.settings)
+        self._to_us = to_us_of()
         # Between batches every order's view is up to date with the watermark
         # (all passed deadlines have fired), so its items are exactly what
         # deriving them again now gives.
@@ -299,10 +302,11 @@ class PartitionProcessor:
         lateness = self.settings.allowed_lateness_us
         max_event_us = self.max_event_us
         watermark = None if max_event_us is None else max_event_us - lateness
+        event_us = self._to_us
         for item in batch:
             event = item.event
             order_id = event.order_id
-            at = to_us(event.event_time)
+            at = event_us(event.event_time)
             order = self.orders.get(order_id)
             warnings = item.warnings
             if self._retired(order_id, order, watermark):

@@ -162,3 +162,6 @@ class OutlierFlags:
 
 def struct_field(obj: Any, name: str) -> Any:
     """``getattr(obj, name)`` through the twins' slot reading (for tests)."""
+
+def to_us(moment: Any) -> int:
+    """``dataflows.timeutil.to_us`` (an exact aware datetime in Rust, else the definition)."""

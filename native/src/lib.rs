@@ -27,6 +27,7 @@ mod facts;
 mod fields;
 mod lifecycle;
 mod outliers;
+mod times;
 mod view;
 use bronze::BronzePlan;
 use dwells::DwellHistory;
@@ -1055,6 +1056,7 @@ fn orderhealth_native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
     m.add_class::<Views>()?;
     m.add_class::<OutlierFlags>()?;
     m.add_function(wrap_pyfunction!(fields::struct_field, m)?)?;
+    m.add_function(wrap_pyfunction!(times::to_us, m)?)?;
     m.add_class::<BronzePlan>()?;
     Ok(())
 }

@@ -49,6 +49,7 @@ __all__ = [
     "health_index",
     "int_column",
     "kept_column",
+    "measure_array",
 ]
 
 log = logging.getLogger(__name__)
@@ -170,6 +171,12 @@ StoreRow = tuple[str, int, int, str, str, bool, int, list[int], list[list[int]] 
 #: when every value fits in an int64) their int64 bytes, little-endian -- no
 #: Python int per row (:func:`int_column`).
 IntColumn = list[int] | bytes
+#: A measure column of a store's rows: an :data:`IntColumn`, or (the native
+#: store, when a value does not fit in an int64 but every one fits in 38
+#: digits) the list of ints with the same values as 16-byte little-endian
+#: two's complement: a ``decimal128(38, 0)`` buffer as it is
+#: (:func:`measure_array`).
+MeasureColumn = IntColumn | tuple[list[int], bytes]
 #: A kept-values slot of a store's rows: each row's values (ascending) or
 #: None; or (the native store) the same as flat int64 values, each row's end
 #: in them (int64) and one byte per row for "not None"
@@ -186,14 +193,32 @@ StoreColumns = tuple[
     list[str],
     list[bool],
     IntColumn,
-    list[IntColumn],
+    list[MeasureColumn],
     list[KeptColumn],
 ]
 
 
-def int_column(column: IntColumn) -> list[int] | np.ndarray:
+def int_column(column: MeasureColumn) -> list[int] | np.ndarray:
     """A store's integer column as the window step reads it: int64 bytes as NumPy (no copy)."""
+    if isinstance(column, tuple):
+        return column[0]
     return np.frombuffer(column, dtype="<i8") if isinstance(column, bytes) else column
+
+
+_DECIMAL = pa.decimal128(38, 0)
+
+
+def measure_array(column: MeasureColumn) -> pa.Array | None:
+    """The ``decimal128(38, 0)`` array of a measure column that carries its 128-bit values.
+
+    pyarrow converts a list of Python ints to decimals through each int's
+    text (~160 ns a value); the native store's buffer is the array already.
+    None for any other column.
+    """
+    if not isinstance(column, tuple):
+        return None
+    values, buffer = column
+    return pa.Array.from_buffers(_DECIMAL, len(values), [None, pa.py_buffer(buffer)])
 
 
 def kept_column(column: KeptColumn) -> Sequence[list[int] | None]:
@@ -591,9 +616,13 @@ class MetricWindows:
             "dimension_value": values,
             "is_final": finals,
         }
-        for name, column in measures.items():
+        for (name, column), raw in zip(measures.items(), vectors, strict=True):
             small = totals.ints(name)
-            columns[name] = column if small is None else pa.array(small)
+            if small is not None:
+                columns[name] = pa.array(small)
+            else:
+                wide = measure_array(raw)
+                columns[name] = column if wide is None else wide
         for name, floats in components.items():
             columns[name] = _nullable(floats)
         columns["health_index"] = _nullable(index)

@@ -111,6 +111,25 @@ fn int_column(py: Python<'_>, column: &[i128]) -> PyObject {
     }
 }
 
+/// The largest magnitude a `decimal128(38, 0)` holds: 10^38 - 1.
+const DECIMAL38_MAX: i128 = 99_999_999_999_999_999_999_999_999_999_999_999_999;
+
+/// A measure column: an `int_column`, except that a column with a value
+/// beyond an i64 (sums of squares, nearly always) comes as the list of ints
+/// *and* the values' 16-byte little-endian two's complement, which is a
+/// `decimal128(38, 0)` Arrow buffer as it is: the window step hands that to
+/// the writers instead of the list, which pyarrow converted through each
+/// int's decimal text (~1,600 instructions a value).  A value beyond 38
+/// digits leaves the list alone, so pyarrow's own error stays.
+fn measure_column(py: Python<'_>, column: &[i128]) -> PyObject {
+    let wide = column.iter().any(|v| i64::try_from(*v).is_err());
+    if !wide || column.iter().any(|v| v.unsigned_abs() > DECIMAL38_MAX as u128) {
+        return int_column(py, column);
+    }
+    let bytes: Vec<u8> = column.iter().flat_map(|v| v.to_le_bytes()).collect();
+    (ints(py, column), PyBytes::new(py, &bytes)).into_py(py)
+}
+
 /// A kept-values slot of the rows handed out, as three flat columns: every
 /// row's values ascending, one after the other; where each row's values end;
 /// whether the row has any container (else None in Python).  The window step
@@ -947,7 +966,7 @@ impl WindowStore {
         }
         drop(strings);
         self.forget_finals();
-        let measures = PyList::new(py, measures.iter().map(|c| int_column(py, c)));
+        let measures = PyList::new(py, measures.iter().map(|c| measure_column(py, c)));
         let kept = PyList::new(py, kept.into_iter().map(|c| c.into_py(py)));
         Ok((
             PyList::new(py, labels),

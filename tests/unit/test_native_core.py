@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import msgspec
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,12 +26,13 @@ from dataflows.metrics import FACTS, Agg
 from dataflows.native_core import NativeCoreMissing, core_name, delta_factory, native_module
 from dataflows.settings import HealthSettings
 from dataflows.window_metrics import (
-    IntColumn,
+    MeasureColumn,
     MetricWindows,
     PyWindowStore,
     StoreColumns,
     int_column,
     kept_column,
+    measure_array,
 )
 from tests.strategies import streams
 from tests.stream_driver import run_stream
@@ -215,7 +217,7 @@ def _as_lists(columns: StoreColumns) -> StoreColumns:
     """The native store's int64-bytes columns as the Python store's lists."""
     labels, starts, ends, dims, values, finals, late, measures, kept = columns
 
-    def listed(column: IntColumn) -> list[int]:
+    def listed(column: MeasureColumn) -> list[int]:
         return list(map(int, int_column(column)))
 
     return (
@@ -232,8 +234,46 @@ def _as_lists(columns: StoreColumns) -> StoreColumns:
 
 
 def _assert_int64_bytes_where_they_fit(native: StoreColumns, python: StoreColumns) -> None:
-    """Bytes exactly when every value of the column fits in an int64 (sums are 128-bit)."""
+    """Bytes exactly when every value of the column fits in an int64 (sums are 128-bit).
+
+    A measure column beyond int64 but within 38 digits also carries its
+    decimal128 buffer, which must be what pyarrow makes of the ints.
+    """
     pairs = [(native[p], python[p]) for p in (1, 2, 6)]  # starts, ends, late-open totals
-    for native_column, python_column in [*pairs, *zip(native[7], python[7], strict=True)]:
+    for native_column, python_column in pairs:
         fits = all(-(2**63) <= v < 2**63 for v in python_column)
         assert isinstance(native_column, bytes if fits else list)
+    for native_column, python_column in zip(native[7], python[7], strict=True):
+        fits = all(-(2**63) <= v < 2**63 for v in python_column)
+        decimal = all(abs(v) < 10**38 for v in python_column)
+        wide = measure_array(native_column)
+        if fits:
+            assert isinstance(native_column, bytes)
+        elif decimal:
+            assert wide is not None
+            assert wide.equals(pa.array(python_column, pa.decimal128(38, 0)))
+        else:
+            assert isinstance(native_column, list)
+
+
+@needs_native
+def test_sums_of_squares_beyond_38_digits_stay_a_list_of_ints() -> None:
+    """Beyond a decimal128(38, 0), pyarrow's own conversion (and its error) stays."""
+    squares = next(i for i, f in enumerate(FACTS) if Agg.SUMSQ in f.measures.values())
+    dims = tuple("a" for _ in range(_DIMS))
+    columns: dict[str, StoreColumns] = {}
+    for name in ("python", "native"):
+        with core(name):
+            store = MetricWindows(SETTINGS, ["t/0"]).store
+        delta = delta_factory(SETTINGS, name)()
+        # Twelve orders' values in one window: 12 * 9e36 > 10**38 (and < 2**127).
+        for _ in range(12):
+            delta.apply((), ((squares, 1, dims, 3 * 10**18),))
+        delta.drop_unchanged()
+        store.add(delta, None)
+        columns[name] = store.take_columns()
+    assert _as_lists(columns["native"]) == columns["python"]
+    _assert_int64_bytes_where_they_fit(columns["native"], columns["python"])
+    assert any(
+        isinstance(c, list) and any(abs(v) >= 10**38 for v in c) for c in columns["native"][7]
+    )

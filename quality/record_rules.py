@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from dataflows.native_times import to_us_of
 from dataflows.settings import SettingsError, parse_duration_us
-from dataflows.timeutil import to_us
 from schemas.events import ALL_EVENT_TYPES, OrderCreated, OrderEvent, Rerouted
 
 __all__ = [
@@ -55,12 +57,18 @@ class RecordRuleFailure(RuntimeError):
 Check = Callable[[OrderEvent, int | None, dict[str, Any]], str | None]
 
 
+@cache
+def _to_us() -> Callable[[datetime], int]:
+    """``dataflows.timeutil.to_us`` of the process's core (its native twin by default)."""
+    return to_us_of()
+
+
 def _event_time_not_in_future(
     event: OrderEvent, received_us: int | None, params: dict[str, Any]
 ) -> str | None:
     if received_us is None:
         return None
-    ahead = to_us(event.event_time) - received_us
+    ahead = _to_us()(event.event_time) - received_us
     if ahead > params["clock_skew_tolerance_us"]:
         return f"event_time is {ahead / 60_000_000:.1f} min after the message was produced"
     return None

@@ -24,6 +24,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::AsPyPointer;
 
 use crate::fields::field;
+use crate::le_bytes;
 
 const US_PER_HOUR: f64 = 3_600_000_000.0;
 
@@ -315,7 +316,7 @@ pub(crate) fn take_buffers(py: Python<'_>, columns: &mut [Buffers]) -> PyResult<
                         b.name
                     )));
                 }
-                let o = PyBytes::new(py, &le_bytes(offsets, |v| v.to_le_bytes()));
+                let o = le_bytes(py, offsets, |v| v.to_le_bytes());
                 let d = PyBytes::new(py, data);
                 offsets.clear();
                 offsets.push(0);
@@ -343,17 +344,9 @@ fn drain<'py, T: Copy, const N: usize>(
     values: &mut Vec<T>,
     f: impl Fn(T) -> [u8; N],
 ) -> &'py PyBytes {
-    let bytes = PyBytes::new(py, &le_bytes(values, f));
+    let bytes = le_bytes(py, values, f);
     values.clear();
     bytes
-}
-
-fn le_bytes<T: Copy, const N: usize>(values: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(values.len() * N);
-    for v in values {
-        out.extend_from_slice(&f(*v));
-    }
-    out
 }
 
 /// Arrow validity bits, least significant bit first.

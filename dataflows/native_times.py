@@ -19,7 +19,7 @@ from dataflows import timeutil
 from dataflows.native_core import core_name, fingerprint, installed, still_checked
 from dataflows.timeutil import to_us
 
-__all__ = ["NATIVE_TIMES_OF", "times_fingerprint", "to_us_of"]
+__all__ = ["NATIVE_TIMES_OF", "native_times_current", "times_fingerprint", "to_us_of"]
 
 #: The fingerprint (:func:`times_fingerprint`) of ``dataflows/timeutil.py``
 #: that ``native/src/times.rs`` was checked against; as for the facts
@@ -35,7 +35,8 @@ def times_fingerprint() -> str:
 
 
 @cache
-def _native_times_current() -> bool:
+def native_times_current() -> bool:
+    """Whether ``native/src/times.rs`` was checked against ``dataflows/timeutil.py`` as it is."""
     return still_checked(
         times_fingerprint,
         NATIVE_TIMES_OF,
@@ -52,7 +53,7 @@ def to_us_of(core: str | None = None) -> Callable[[datetime], int]:
     is as its twin was checked against (:data:`NATIVE_TIMES_OF`).
     """
     core = core or core_name()
-    if core == "python" or not _native_times_current():
+    if core == "python" or not native_times_current():
         return to_us
     native: Callable[[datetime], int] = installed().to_us
     return native

@@ -33,6 +33,7 @@ from dataflows.native_bronze import bronze_maker
 from dataflows.native_core import delta_factory
 from dataflows.native_dwells import adopt_history, new_history
 from dataflows.native_facts import items_maker
+from dataflows.native_intake import intake_maker
 from dataflows.native_lifecycle import lifecycle_maker
 from dataflows.native_outliers import outlier_flagger
 from dataflows.native_times import to_us_of
@@ -236,6 +237,7 @@ class PartitionProcessor:
         self._new_bronze = bronze_maker()
         self._flag = outlier_flagger(settings)
         self._to_us = to_us_of()
+        self._take_in = intake_maker(self)
 
     # -- recovery ---------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -273,6 +275,7 @@ class PartitionProcessor:
         self._new_bronze = bronze_maker()
         self._flag = outlier_flagger(self.settings)
         self._to_us = to_us_of()
+        self._take_in = intake_maker(self)
         # Between batches every order's view is up to date with the watermark
         # (all passed deadlines have fired), so its items are exactly what
         # deriving them again now gives.
@@ -298,6 +301,48 @@ class PartitionProcessor:
         """Apply a batch (in offset order) and return rows and window deltas."""
         bronze = self._new_bronze(self.topic, self.partition)
         touched: set[str] = set()
+        last_offset = self._take_in(self, batch, bronze, touched)
+        watermark = self.watermark_us
+        if watermark is not None:
+            while self._timers and self._timers[0][0] < watermark:
+                deadline, order_id = heapq.heappop(self._timers)
+                timed = self.orders.get(order_id)
+                if timed is not None and timed.deadline_us == deadline:
+                    touched.add(order_id)
+
+        delta = self._new_delta()
+        lifecycle = self._new_rows()
+        # Two phases: register every changed dwell first, so that the outlier
+        # baselines read below are complete whatever the order of refreshes.
+        views = {order_id: self._derive(order_id, watermark) for order_id in sorted(touched)}
+        for order_id, base_view in views.items():
+            order = self.orders[order_id]
+            view = self._flag(base_view, watermark, self.history.baseline, order.verdicts)
+            self._apply(order_id, view, delta)
+            lifecycle.add(view, self.topic, self.partition, order.last_offset, order.first_seen_us)
+        delta.drop_unchanged()
+        if watermark is not None:
+            self.history.evict(watermark)
+            self._evict_finished(watermark)
+        return PartitionBatch(
+            stream=self.stream,
+            last_offset=last_offset,
+            watermark_us=watermark,
+            bronze=bronze,
+            lifecycle=lifecycle.columns(),
+            window_delta=delta,
+            produced_us=self.newest_produced_us,
+        )
+
+    def take_in(self, batch: list[SourcedEvent], bronze: BronzeRows, touched: set[str]) -> int:
+        """Each event of ``batch`` into ``bronze`` and, if it counts, into its order.
+
+        Decides duplicate, late and retired event by event, adds the ids of
+        the orders that changed to ``touched`` and moves the partition's
+        newest event time; returns the batch's last offset (-1 if empty).
+        The definition: ``native/src/intake.rs`` is its twin
+        (:data:`~dataflows.native_intake.NATIVE_INTAKE_OF`).
+        """
         last_offset = -1
         lateness = self.settings.allowed_lateness_us
         max_event_us = self.max_event_us
@@ -341,38 +386,7 @@ class PartitionProcessor:
             if max_event_us is None or at > max_event_us:
                 max_event_us = self.max_event_us = at
                 watermark = at - lateness
-
-        watermark = self.watermark_us
-        if watermark is not None:
-            while self._timers and self._timers[0][0] < watermark:
-                deadline, order_id = heapq.heappop(self._timers)
-                timed = self.orders.get(order_id)
-                if timed is not None and timed.deadline_us == deadline:
-                    touched.add(order_id)
-
-        delta = self._new_delta()
-        lifecycle = self._new_rows()
-        # Two phases: register every changed dwell first, so that the outlier
-        # baselines read below are complete whatever the order of refreshes.
-        views = {order_id: self._derive(order_id, watermark) for order_id in sorted(touched)}
-        for order_id, base_view in views.items():
-            order = self.orders[order_id]
-            view = self._flag(base_view, watermark, self.history.baseline, order.verdicts)
-            self._apply(order_id, view, delta)
-            lifecycle.add(view, self.topic, self.partition, order.last_offset, order.first_seen_us)
-        delta.drop_unchanged()
-        if watermark is not None:
-            self.history.evict(watermark)
-            self._evict_finished(watermark)
-        return PartitionBatch(
-            stream=self.stream,
-            last_offset=last_offset,
-            watermark_us=watermark,
-            bronze=bronze,
-            lifecycle=lifecycle.columns(),
-            window_delta=delta,
-            produced_us=self.newest_produced_us,
-        )
+        return last_offset
 
     def _retired(self, order_id: str, order: _Order | None, watermark: int | None) -> bool:
         """A finished order whose retention has passed: its events no longer count live.

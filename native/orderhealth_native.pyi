@@ -165,3 +165,23 @@ def struct_field(obj: Any, name: str) -> Any:
 
 def to_us(moment: Any) -> int:
     """``dataflows.timeutil.to_us`` (an exact aware datetime in Rust, else the definition)."""
+
+def slot_field(obj: Any, name: str) -> Any:
+    """``getattr(obj, name)`` through the intake's slot reading (for tests)."""
+
+def set_slot_field(obj: Any, name: str, value: Any) -> None:
+    """``setattr(obj, name, value)`` through the intake's slot writing (for tests)."""
+
+class Intake:
+    def __init__(
+        self,
+        order_class: Any,
+        insert: Any,
+        conflicts: Any,
+        terminal: list[Any],
+        evicted_warning: str,
+        conflict_warning: str,
+        lateness_us: int,
+        retention_us: int,
+    ) -> None: ...
+    def take_in(self, processor: Any, batch: list[Any], bronze: Any, touched: set[str]) -> int: ...

@@ -40,6 +40,21 @@ pub(crate) struct Site {
     types: [AtomicUsize; ENTRIES],
     names: [AtomicUsize; ENTRIES],
     offsets: [AtomicIsize; ENTRIES],
+    /// Which slots the site reads (or writes) directly.
+    kind: Kind,
+}
+
+/// What a site reads or writes directly; everything else goes through
+/// `getattr` / `setattr`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A frozen msgspec Struct's fields ([`field!`]).
+    Frozen,
+    /// Any `__slots__` member ([`slot!`]): the reference read is valid until
+    /// the slot is written, so the caller uses it at once.
+    Slot,
+    /// Any writable `__slots__` member ([`set_slot!`]).
+    Writable,
 }
 
 impl Site {
@@ -48,73 +63,116 @@ impl Site {
     #[allow(clippy::declare_interior_mutable_const)]
     const UNKNOWN: AtomicIsize = AtomicIsize::new(NOT_A_SLOT);
 
-    pub(crate) const fn new() -> Self {
+    pub(crate) const fn new(kind: Kind) -> Self {
         Self {
             types: [Self::EMPTY; ENTRIES],
             names: [Self::EMPTY; ENTRIES],
             offsets: [Self::UNKNOWN; ENTRIES],
+            kind,
         }
     }
 
-    /// `object.<name>`, as `getattr` gives it.
-    pub(crate) fn read<'a>(&self, object: &'a PyAny, name: &PyString) -> PyResult<&'a PyAny> {
+    /// Where `object` keeps `name` (learning it on first sight), or None.
+    fn offset(&self, object: &PyAny, name: &PyString) -> PyResult<Option<isize>> {
         let ty = unsafe { ffi::Py_TYPE(object.as_ptr()) } as usize;
         let key = name.as_ptr() as usize;
         for i in 0..ENTRIES {
             let kept = self.types[i].load(Relaxed);
             if kept == 0 {
-                return self.learn(i, object, name);
+                let ty = object.get_type();
+                let offset = slot_offset(ty, name, self.kind)?.unwrap_or(NOT_A_SLOT);
+                // Kept for as long as the site: never freed, so never another
+                // type's (or string's) address.
+                std::mem::forget(Py::<PyAny>::from(ty));
+                std::mem::forget(Py::<PyString>::from(name));
+                self.offsets[i].store(offset, Relaxed);
+                self.names[i].store(key, Relaxed);
+                self.types[i].store(ty.as_ptr() as usize, Relaxed);
+                return Ok((offset != NOT_A_SLOT).then_some(offset));
             }
             if kept == ty && self.names[i].load(Relaxed) == key {
                 let offset = self.offsets[i].load(Relaxed);
-                if offset == NOT_A_SLOT {
-                    break;
-                }
-                // SAFETY: `ty` is the object's type, and `offset` is where a
-                // T_OBJECT_EX member of that type (or a base) keeps its value.
-                let value = unsafe {
-                    *(object.as_ptr() as *const u8)
-                        .offset(offset)
-                        .cast::<*mut ffi::PyObject>()
-                };
-                if value.is_null() {
-                    break; // unset: Python's AttributeError
-                }
-                // SAFETY: a frozen Struct's slot is never reassigned, so the
-                // object it holds lives at least as long as `object`.
+                return Ok((offset != NOT_A_SLOT).then_some(offset));
+            }
+        }
+        Ok(None)
+    }
+
+    /// `object.<name>`, as `getattr` gives it.
+    pub(crate) fn read<'a>(&self, object: &'a PyAny, name: &PyString) -> PyResult<&'a PyAny> {
+        if let Some(offset) = self.offset(object, name)? {
+            // SAFETY: `offset` is where a T_OBJECT_EX member of the object's
+            // type (or a base) keeps its value.
+            let value = unsafe { *member_at(object, offset) };
+            if !value.is_null() {
+                // SAFETY: the slot holds a reference to `value`; a frozen
+                // Struct's slot is never reassigned, and a `Kind::Slot`
+                // caller uses the value before the slot can be written.
                 return Ok(unsafe { &*value.cast::<PyAny>() });
             }
+            // Unset: Python's AttributeError, below.
         }
         object.getattr(name)
     }
 
-    /// Find the offset of `name` in the object's type, keep it in entry `i`, read.
-    fn learn<'a>(&self, i: usize, object: &'a PyAny, name: &PyString) -> PyResult<&'a PyAny> {
-        let ty = object.get_type();
-        let offset = slot_offset(ty, name)?.unwrap_or(NOT_A_SLOT);
-        // Kept for as long as the site: never freed, so never another type's address.
-        std::mem::forget(Py::<PyAny>::from(ty));
-        std::mem::forget(Py::<PyString>::from(name));
-        self.offsets[i].store(offset, Relaxed);
-        self.names[i].store(name.as_ptr() as usize, Relaxed);
-        self.types[i].store(ty.as_ptr() as usize, Relaxed);
-        self.read(object, name)
+    /// `object.<name> = value`, as `setattr` does it.
+    pub(crate) fn write(&self, object: &PyAny, name: &PyString, value: &PyAny) -> PyResult<()> {
+        debug_assert!(self.kind == Kind::Writable);
+        match self.offset(object, name)? {
+            Some(offset) => {
+                // SAFETY: as member_set does for a T_OBJECT_EX member: the
+                // new reference in, then the old one released.
+                unsafe {
+                    let place = member_at(object, offset);
+                    let old = *place;
+                    ffi::Py_INCREF(value.as_ptr());
+                    *place = value.as_ptr();
+                    ffi::Py_XDECREF(old);
+                }
+                Ok(())
+            }
+            None => object.setattr(name, value),
+        }
     }
 }
 
-/// Where a frozen msgspec Struct type keeps the field `name`; None for
-/// anything that is not such a field.
-fn slot_offset(ty: &pyo3::types::PyType, name: &PyString) -> PyResult<Option<isize>> {
+/// The address of the member at `offset` in `object`.
+unsafe fn member_at(object: &PyAny, offset: isize) -> *mut *mut ffi::PyObject {
+    (object.as_ptr() as *mut u8)
+        .offset(offset)
+        .cast::<*mut ffi::PyObject>()
+}
+
+/// Where the type keeps the member `name`, if a site of `kind` reads or
+/// writes it directly (see [`Kind`]); None for anything else.
+fn slot_offset(ty: &pyo3::types::PyType, name: &PyString, kind: Kind) -> PyResult<Option<isize>> {
     let py = ty.py();
-    let config = match ty.getattr(intern!(py, "__struct_config__")) {
-        Ok(config) => config,
-        Err(_) => return Ok(None),
+    if kind == Kind::Frozen {
+        let config = match ty.getattr(intern!(py, "__struct_config__")) {
+            Ok(config) => config,
+            Err(_) => return Ok(None),
+        };
+        let frozen = config
+            .getattr(intern!(py, "frozen"))
+            .and_then(PyAny::is_true)
+            .unwrap_or(false);
+        if !frozen {
+            return Ok(None);
+        }
+    }
+    // A type with its own attribute access (`__getattribute__`, or for a
+    // write `__setattr__`, as a frozen Struct has) is left to it.
+    // SAFETY: reading two slots of a live type object.
+    let (get, set) = unsafe {
+        let raw = ty.as_ptr().cast::<ffi::PyTypeObject>();
+        ((*raw).tp_getattro, (*raw).tp_setattro)
     };
-    let frozen = config
-        .getattr(intern!(py, "frozen"))
-        .and_then(PyAny::is_true)
-        .unwrap_or(false);
-    if !frozen {
+    // (Functions of libpython, so one address each.)
+    let generic_get = ffi::PyObject_GenericGetAttr as *const () as usize;
+    let generic_set = ffi::PyObject_GenericSetAttr as *const () as usize;
+    if get.map(|f| f as usize) != Some(generic_get)
+        || (kind == Kind::Writable && set.map(|f| f as usize) != Some(generic_set))
+    {
         return Ok(None);
     }
     // The class attribute of a slot is its member descriptor (what attribute
@@ -135,6 +193,9 @@ fn slot_offset(ty: &pyo3::types::PyType, name: &PyString) -> PyResult<Option<isi
         if (*member).type_code != ffi::structmember::T_OBJECT_EX {
             return Ok(None);
         }
+        if kind == Kind::Writable && (*member).flags & ffi::structmember::READONLY != 0 {
+            return Ok(None);
+        }
         // The descriptor must be of this type or a base (not one copied from
         // an unrelated class into the namespace).
         let owner = (*descriptor.as_ptr().cast::<ffi::PyDescrObject>()).d_type;
@@ -149,19 +210,55 @@ fn slot_offset(ty: &pyo3::types::PyType, name: &PyString) -> PyResult<Option<isi
 /// module); anything else as `getattr`.  `$name` is a string literal.
 macro_rules! field {
     ($object:expr, $name:literal) => {{
-        static SITE: $crate::fields::Site = $crate::fields::Site::new();
+        static SITE: $crate::fields::Site = $crate::fields::Site::new($crate::fields::Kind::Frozen);
         let object: &pyo3::PyAny = $object;
         SITE.read(object, pyo3::intern!(object.py(), $name))
     }};
 }
 pub(crate) use field;
 
+/// `object.name` of any `__slots__` member, read from its slot; the
+/// reference is valid until the slot is written, so use it at once.
+macro_rules! slot {
+    ($object:expr, $name:literal) => {{
+        static SITE: $crate::fields::Site = $crate::fields::Site::new($crate::fields::Kind::Slot);
+        let object: &pyo3::PyAny = $object;
+        SITE.read(object, pyo3::intern!(object.py(), $name))
+    }};
+}
+pub(crate) use slot;
+
+/// `object.name = value` of a writable `__slots__` member, in its slot.
+macro_rules! set_slot {
+    ($object:expr, $name:literal, $value:expr) => {{
+        static SITE: $crate::fields::Site =
+            $crate::fields::Site::new($crate::fields::Kind::Writable);
+        let object: &pyo3::PyAny = $object;
+        SITE.write(object, pyo3::intern!(object.py(), $name), $value)
+    }};
+}
+pub(crate) use set_slot;
+
 /// One shared site for names only known at run time (`struct_field`).
-static ANY_NAME: Site = Site::new();
+static ANY_NAME: Site = Site::new(Kind::Frozen);
+static ANY_SLOT: Site = Site::new(Kind::Slot);
+static ANY_WRITABLE: Site = Site::new(Kind::Writable);
 
 /// `getattr(object, name)` through a call site's slot reading: for tests
 /// (`tests/unit/test_native_fields.py`).
 #[pyfunction]
 pub(crate) fn struct_field<'a>(object: &'a PyAny, name: &PyString) -> PyResult<&'a PyAny> {
     ANY_NAME.read(object, name)
+}
+
+/// `getattr(object, name)` through a call site's reading of any slot (tests).
+#[pyfunction]
+pub(crate) fn slot_field<'a>(object: &'a PyAny, name: &PyString) -> PyResult<&'a PyAny> {
+    ANY_SLOT.read(object, name)
+}
+
+/// `setattr(object, name, value)` through a call site's writing of slots (tests).
+#[pyfunction]
+pub(crate) fn set_slot_field(object: &PyAny, name: &PyString, value: &PyAny) -> PyResult<()> {
+    ANY_WRITABLE.write(object, name, value)
 }

@@ -25,6 +25,7 @@ mod bronze;
 mod dwells;
 mod facts;
 mod fields;
+mod intake;
 mod lifecycle;
 mod outliers;
 mod times;
@@ -1136,7 +1137,10 @@ fn orderhealth_native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
     m.add_class::<DwellHistory>()?;
     m.add_class::<Views>()?;
     m.add_class::<OutlierFlags>()?;
+    m.add_class::<intake::Intake>()?;
     m.add_function(wrap_pyfunction!(fields::struct_field, m)?)?;
+    m.add_function(wrap_pyfunction!(fields::slot_field, m)?)?;
+    m.add_function(wrap_pyfunction!(fields::set_slot_field, m)?)?;
     m.add_function(wrap_pyfunction!(times::to_us, m)?)?;
     m.add_class::<BronzePlan>()?;
     Ok(())

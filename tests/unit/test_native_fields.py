@@ -94,3 +94,45 @@ def test_the_types_the_twins_read_are_frozen_structs() -> None:
     """The twins' fast path needs frozen types; a thawed one is slower, not wrong."""
     for cls in (OrderView, Transition, Flag, Baseline, *ALL_EVENT_TYPES.values()):
         assert cls.__struct_config__.frozen, cls
+
+
+class Guarded:
+    """Slots behind attribute access of its own: left to it."""
+
+    __slots__ = ("a",)
+
+    def __init__(self, a: int) -> None:
+        object.__setattr__(self, "a", a)
+
+    def __getattribute__(self, name: str) -> Any:
+        if name == "a":
+            return "guarded"
+        return object.__getattribute__(self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("read-only")
+
+
+def test_any_slot_reads_and_writes_as_getattr_and_setattr() -> None:
+    """``slot!`` and ``set_slot!`` (the intake's order state) on plain ``__slots__`` classes."""
+    obj = Slotted(1)
+    big = 10**40
+    native.set_slot_field(obj, "a", big)
+    assert obj.a is big
+    assert native.slot_field(obj, "a") is big
+    del obj.a
+    with pytest.raises(AttributeError):
+        native.slot_field(obj, "a")  # unset: Python's error
+    native.set_slot_field(obj, "a", 2)  # an unset slot can be set again
+    assert obj.a == 2
+    with pytest.raises(AttributeError):
+        native.set_slot_field(obj, "b", 1)  # not a slot: setattr's error
+    guarded = Guarded(3)
+    assert native.slot_field(guarded, "a") == "guarded"
+    with pytest.raises(AttributeError, match="read-only"):
+        native.set_slot_field(guarded, "a", 4)
+    frozen = Frozen(5)
+    with pytest.raises(AttributeError):
+        native.set_slot_field(frozen, "a", 6)  # a frozen Struct stays frozen
+    assert frozen.a == 5
+    assert native.slot_field(Mutable(7), "a") == 7

@@ -133,6 +133,6 @@ def test_a_changed_definition_converts_in_python_until_its_twin_is_checked(
     assert to_us_of("native") is native.to_us
     assert to_us_of("python") is to_us
     with unchecked_twin(
-        monkeypatch, native_times, "NATIVE_TIMES_OF", native_times._native_times_current
+        monkeypatch, native_times, "NATIVE_TIMES_OF", native_times.native_times_current
     ):
         assert to_us_of("native") is to_us

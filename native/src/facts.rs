@@ -19,7 +19,7 @@ use pyo3::prelude::*;
 use pyo3::pyclass::CompareOp;
 use pyo3::types::{PyDict, PyString, PyTuple};
 
-use crate::fields::field;
+use crate::fields::{field, field_named};
 use crate::{interner, Interner, NONE};
 
 /// A built-in fact's stream function (`dataflows/metrics.py`), by name.
@@ -444,7 +444,7 @@ impl Facts {
                     value_id(&mut strings, v.attributes.get_item(name.as_ref(py)))?,
                 )),
                 Reader::Timeline(field) => {
-                    timelines.push(timeline(v.view.getattr(field.as_ref(py))?)?);
+                    timelines.push(timeline(field_named!(v.view, field.as_ref(py))?)?);
                     None
                 }
             });

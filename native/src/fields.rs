@@ -217,6 +217,16 @@ macro_rules! field {
 }
 pub(crate) use field;
 
+/// [`field!`] for a name known at run time (`&PyString`, kept alive by the
+/// caller): a site keeps an offset per type and name.
+macro_rules! field_named {
+    ($object:expr, $name:expr) => {{
+        static SITE: $crate::fields::Site = $crate::fields::Site::new($crate::fields::Kind::Frozen);
+        SITE.read($object, $name)
+    }};
+}
+pub(crate) use field_named;
+
 /// `object.name` of any `__slots__` member, read from its slot; the
 /// reference is valid until the slot is written, so use it at once.
 macro_rules! slot {

@@ -22,7 +22,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::AsPyPointer;
 
-use crate::fields::field;
+use crate::fields::{field, field_named};
 
 /// What an event class does in a derivation beyond its stage time.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -381,7 +381,7 @@ impl Views {
         let attributes = PyDict::new(py);
         if let Some((event, _)) = created {
             for name in &self.base_attributes {
-                attributes.set_item(name, event.getattr(name.as_ref(py))?)?;
+                attributes.set_item(name, field_named!(event, name.as_ref(py))?)?;
             }
         }
         let timeline = |entries: &[(i64, &PyAny)]| -> Py<PyTuple> {

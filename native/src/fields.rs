@@ -206,13 +206,21 @@ fn slot_offset(ty: &pyo3::types::PyType, name: &PyString, kind: Kind) -> PyResul
     }
 }
 
+/// A read through a call site of its own, of `kind` ([`Kind`]).
+macro_rules! site_read {
+    ($kind:ident, $object:expr, $name:expr) => {{
+        static SITE: $crate::fields::Site = $crate::fields::Site::new($crate::fields::Kind::$kind);
+        SITE.read($object, $name)
+    }};
+}
+pub(crate) use site_read;
+
 /// `object.name` of a frozen msgspec Struct, read from its slot (see the
 /// module); anything else as `getattr`.  `$name` is a string literal.
 macro_rules! field {
     ($object:expr, $name:literal) => {{
-        static SITE: $crate::fields::Site = $crate::fields::Site::new($crate::fields::Kind::Frozen);
         let object: &pyo3::PyAny = $object;
-        SITE.read(object, pyo3::intern!(object.py(), $name))
+        $crate::fields::site_read!(Frozen, object, pyo3::intern!(object.py(), $name))
     }};
 }
 pub(crate) use field;
@@ -220,10 +228,9 @@ pub(crate) use field;
 /// [`field!`] for a name known at run time (`&PyString`, kept alive by the
 /// caller): a site keeps an offset per type and name.
 macro_rules! field_named {
-    ($object:expr, $name:expr) => {{
-        static SITE: $crate::fields::Site = $crate::fields::Site::new($crate::fields::Kind::Frozen);
-        SITE.read($object, $name)
-    }};
+    ($object:expr, $name:expr) => {
+        $crate::fields::site_read!(Frozen, $object, $name)
+    };
 }
 pub(crate) use field_named;
 
@@ -231,9 +238,8 @@ pub(crate) use field_named;
 /// reference is valid until the slot is written, so use it at once.
 macro_rules! slot {
     ($object:expr, $name:literal) => {{
-        static SITE: $crate::fields::Site = $crate::fields::Site::new($crate::fields::Kind::Slot);
         let object: &pyo3::PyAny = $object;
-        SITE.read(object, pyo3::intern!(object.py(), $name))
+        $crate::fields::site_read!(Slot, object, pyo3::intern!(object.py(), $name))
     }};
 }
 pub(crate) use slot;

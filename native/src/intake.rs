@@ -148,10 +148,10 @@ impl Intake {
                 }
                 (Some(_), None) => false,
             };
+            let event_id = field!(event, "event_id")?;
             let (duplicate, late, extra) = if retired {
                 (false, true, Some(self.evicted_warning.as_ref(py)))
             } else {
-                let event_id = field!(event, "event_id")?;
                 let duplicate = match order {
                     None => false,
                     Some(order) => slot!(order, "event_ids")?
@@ -199,7 +199,6 @@ impl Intake {
                     order
                 }
             };
-            let event_id = field!(event, "event_id")?;
             slot!(order, "event_ids")?
                 .downcast::<PySet>()?
                 .add(event_id)?;

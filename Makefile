@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 # (crates.io is not needed), with rustup's cargo if there is one, else Debian's.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 NATIVE      := $(VENV)/.native-built
-NATIVE_SRC  := native/Cargo.toml native/Cargo.lock native/pyproject.toml native/src/lib.rs native/src/bronze.rs native/src/dwells.rs native/src/facts.rs native/src/fields.rs native/src/intake.rs native/src/lifecycle.rs native/src/outliers.rs native/src/times.rs native/src/view.rs native/orderhealth_native.pyi
+NATIVE_SRC  := native/Cargo.toml native/Cargo.lock native/pyproject.toml native/src/lib.rs native/src/bronze.rs native/src/decode.rs native/src/dwells.rs native/src/facts.rs native/src/fields.rs native/src/intake.rs native/src/lifecycle.rs native/src/outliers.rs native/src/times.rs native/src/view.rs native/orderhealth_native.pyi
 NATIVE_DEBS := librust-pyo3-dev librust-ahash-0.7-dev librust-indexmap-dev librust-once-cell-dev
 
 $(NATIVE): $(STAMP) $(NATIVE_SRC)

@@ -21,6 +21,7 @@ from typing import Any, TypeGuard
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from dataflows.kafka_source import FlowControl
+from dataflows.native_decode import decode_maker
 from dataflows.partition_processor import SourcedEvent
 from lakehouse.writer import stream_name
 from quality.record_rules import RuleBook
@@ -66,15 +67,31 @@ class DecodeStep:
         rules: RuleBook,
         control: FlowControl,
         on_consumed: Callable[[int], None] | None = None,
+        core: str | None = None,
     ) -> None:
+        """``core``: ``native`` or ``python`` (default: the process's, see
+        :func:`~dataflows.native_core.core_name`)."""
         self._decoder = decoder
         self._rules = rules
         self._control = control
         self._on_consumed = on_consumed
+        self._decode_all = decode_maker(self, core)
+
+    @property
+    def decoder(self) -> EventDecoder:
+        return self._decoder
+
+    @property
+    def rules(self) -> RuleBook:
+        return self._rules
 
     def __call__(self, messages: list[Message]) -> list[SourcedEvent | dict[str, Any]]:
         if self._on_consumed is not None:
             self._on_consumed(len(messages))
+        return self._decode_all(messages)
+
+    def decode_all(self, messages: list[Message]) -> list[SourcedEvent | dict[str, Any]]:
+        """The definition of the step (its native twin: :mod:`dataflows.native_decode`)."""
         decode, check = self._decoder.decode, self._rules.check
         out: list[SourcedEvent | dict[str, Any]] = []
         append = out.append

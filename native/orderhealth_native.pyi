@@ -185,3 +185,19 @@ class Intake:
         retention_us: int,
     ) -> None: ...
     def take_in(self, processor: Any, batch: list[Any], bronze: Any, touched: set[str]) -> int: ...
+
+class Decode:
+    def __init__(
+        self,
+        parse: Any,
+        max_bytes: int,
+        schema_version: int,
+        safe_years: tuple[int, int],
+        signing: dict[str, Any],
+        signature_problem: Any,
+        per_type: list[tuple[type, list[str], list[tuple[str, Any]]]],
+        sourced: type,
+        no_timestamp: int,
+        definition: Any,
+    ) -> None: ...
+    def decode_all(self, messages: list[Any]) -> list[Any]: ...

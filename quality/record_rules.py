@@ -199,6 +199,10 @@ class RuleBook:
             rules.append(RecordRule(name, action, params))
         return cls(rules, path)
 
+    def checks_of(self, cls: type) -> list[tuple[RecordRule, Check]]:
+        """The rules checked on events of ``cls``, in file order, with their checks."""
+        return self._checks[cls]
+
     def check(self, event: OrderEvent, received_us: int | None) -> RuleVerdict:
         """Apply every rule; raises :class:`RecordRuleFailure` for a ``fail`` rule."""
         warnings: list[str] = []

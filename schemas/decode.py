@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 import typing
+from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -152,10 +153,12 @@ class EventDecoder:
         self, max_message_bytes: int = MAX_MESSAGE_BYTES, keyring: KeyRing | None = None
     ) -> None:
         """``keyring``: the source systems that must sign their events, and their keys."""
-        self._typed = msgspec.json.Decoder(Event)
+        #: The contract's typed decode (raises msgspec's errors): the first
+        #: thing :meth:`decode` does, and what its native twin calls.
+        self.parse: Callable[[bytes], Event] = msgspec.json.Decoder(Event).decode
         self._loose = msgspec.json.Decoder()
-        self._max = max_message_bytes
-        self._keyring = keyring or KeyRing()
+        self.max_message_bytes = max_message_bytes
+        self.keyring = keyring or KeyRing()
 
     def decode(
         self, raw: bytes | None, key: bytes | None = None, *, require_key: bool = False
@@ -168,15 +171,15 @@ class EventDecoder:
         """
         if not raw:
             return Rejection(RejectReason.EMPTY_MESSAGE, "message has no value")
-        if len(raw) > self._max:
+        if len(raw) > self.max_message_bytes:
             return Rejection(
                 RejectReason.MESSAGE_TOO_LARGE,
-                f"message of {len(raw)} bytes exceeds the {self._max}-byte limit",
-                expected=f"<= {self._max} bytes",
+                f"message of {len(raw)} bytes exceeds the {self.max_message_bytes}-byte limit",
+                expected=f"<= {self.max_message_bytes} bytes",
                 got=f"{len(raw)} bytes",
             )
         try:
-            event: Event = self._typed.decode(raw)
+            event: Event = self.parse(raw)
         except msgspec.ValidationError as err:
             return self._diagnose_invalid(raw, str(err))
         except msgspec.DecodeError as err:
@@ -205,8 +208,8 @@ class EventDecoder:
                 expected=event.order_id,
                 got=got,
             )
-        if self._keyring.requires(event.source_system):
-            problem = self._keyring.verify(self._loose.decode(raw))
+        if self.keyring.requires(event.source_system):
+            problem = self.signature_problem(raw)
             if problem is not None:
                 return Rejection(
                     RejectReason.SIGNATURE_INVALID,
@@ -216,6 +219,10 @@ class EventDecoder:
                     got=_quote(event.signature),
                 )
         return event
+
+    def signature_problem(self, raw: bytes) -> str | None:
+        """Why the signature of a message from a signing source is not acceptable, or None."""
+        return self.keyring.verify(self._loose.decode(raw))
 
     @staticmethod
     def _unsupported_version(version: Any) -> Rejection:

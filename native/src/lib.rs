@@ -22,6 +22,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 use pyo3::AsPyPointer;
 
 mod bronze;
+mod decode;
 mod dwells;
 mod facts;
 mod fields;
@@ -1138,6 +1139,7 @@ fn orderhealth_native(_py: Python<'_>, m: &PyModule) -> PyResult<()> {
     m.add_class::<Views>()?;
     m.add_class::<OutlierFlags>()?;
     m.add_class::<intake::Intake>()?;
+    m.add_class::<decode::Decode>()?;
     m.add_function(wrap_pyfunction!(fields::struct_field, m)?)?;
     m.add_function(wrap_pyfunction!(fields::slot_field, m)?)?;
     m.add_function(wrap_pyfunction!(fields::set_slot_field, m)?)?;

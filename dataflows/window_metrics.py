@@ -46,10 +46,12 @@ __all__ = [
     "MetricColumns",
     "MetricWindows",
     "as_rows",
+    "flag_column",
     "health_index",
     "int_column",
     "kept_column",
     "measure_array",
+    "text_column",
 ]
 
 log = logging.getLogger(__name__)
@@ -58,9 +60,10 @@ _IN = MEASURES.index("late_open_in")
 _OUT = MEASURES.index("late_open_out")
 Series = tuple[str, str, str]
 
-#: Metric rows as columns: name -> one value per row (a list, an int64 NumPy
-#: array for the native store's times, or an Arrow array for the numeric
-#: columns built with NumPy); times are us since the epoch.
+#: Metric rows as columns: name -> one value per row (a list, a NumPy array
+#: for the native store's times and flags, or an Arrow array: the numeric
+#: columns built with NumPy, the native store's texts, the watermark's
+#: columns); times are us since the epoch.
 MetricColumns = dict[str, list[Any] | np.ndarray | pa.Array]
 #: Columns holding times (us since the epoch in :data:`MetricColumns`).
 TIME_COLUMNS = ("window_start", "window_end", "watermark_at")
@@ -182,16 +185,21 @@ MeasureColumn = IntColumn | tuple[list[int], bytes]
 #: in them (int64) and one byte per row for "not None"
 #: (:meth:`~dataflows.formulas.KeptValues.from_bytes`).
 KeptColumn = list[list[int] | None] | tuple[bytes, bytes, bytes]
+#: A store's text column: the texts, or (the native store) an Arrow string
+#: column's buffers, int32 offsets and UTF-8 data (:func:`text_column`).
+TextColumn = list[str] | tuple[bytes, bytes]
+#: A store's is_final column: the flags, or (the native store) a byte per row.
+FlagColumn = list[bool] | bytes
 #: The same rows as columns: labels, starts, ends, dimensions, values,
 #: is_final, running late-open totals, one column per measure (MEASURES
 #: order), one kept-values column per VALUE_FACTS slot.
 StoreColumns = tuple[
-    list[str],
+    TextColumn,
     IntColumn,
     IntColumn,
-    list[str],
-    list[str],
-    list[bool],
+    TextColumn,
+    TextColumn,
+    FlagColumn,
     IntColumn,
     list[MeasureColumn],
     list[KeptColumn],
@@ -203,6 +211,26 @@ def int_column(column: MeasureColumn) -> list[int] | np.ndarray:
     if isinstance(column, tuple):
         return column[0]
     return np.frombuffer(column, dtype="<i8") if isinstance(column, bytes) else column
+
+
+def text_column(column: TextColumn) -> list[str] | pa.Array:
+    """A store's text column as the window step hands it on: buffers as an Arrow array.
+
+    pyarrow converts a list of str a value at a time; the native store's
+    buffers are the array already.
+    """
+    if isinstance(column, list):
+        return column
+    offsets, data = column
+    size = len(offsets) // 4 - 1
+    return pa.Array.from_buffers(
+        pa.string(), size, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+
+
+def flag_column(column: FlagColumn) -> list[bool] | np.ndarray:
+    """A store's is_final column: a byte per row as a NumPy bool array (no copy)."""
+    return np.frombuffer(column, dtype=np.bool_) if isinstance(column, bytes) else column
 
 
 _DECIMAL = pa.decimal128(38, 0)
@@ -599,22 +627,22 @@ class MetricWindows:
         where a row has no data.
         """
         labels, raw_starts, raw_ends, dims, values, finals, raw_late, vectors, kept = changed
-        if not labels:
-            return {}
-        size = len(labels)
         starts, ends, late_open = map(int_column, (raw_starts, raw_ends, raw_late))
+        size = len(starts)
+        if not size:
+            return {}
         measures = {name: int_column(c) for name, c in zip(MEASURES, vectors, strict=True)}
         kept_values = {fact: kept_column(c) for fact, c in zip(VALUE_FACTS, kept, strict=True)}
         totals = ColumnTotals(measures, kept_values, late_open)
         components = compute_component_columns(totals)
         index, used = health_index_columns(components, self.settings)
         columns: MetricColumns = {
-            "window_size": labels,
+            "window_size": text_column(labels),
             "window_start": starts,
             "window_end": ends,
-            "dimension": dims,
-            "dimension_value": values,
-            "is_final": finals,
+            "dimension": text_column(dims),
+            "dimension_value": text_column(values),
+            "is_final": flag_column(finals),
         }
         for (name, column), raw in zip(measures.items(), vectors, strict=True):
             small = totals.ints(name)
@@ -627,8 +655,11 @@ class MetricWindows:
             columns[name] = _nullable(floats)
         columns["health_index"] = _nullable(index)
         columns["health_components"] = used
-        columns["watermark_at"] = [self.watermark_us] * size
-        columns["watermark_lag_seconds"] = [self.watermark_lag_seconds] * size
+        # One value for every row: repeated by Arrow, not converted a row at a time.
+        columns["watermark_at"] = pa.repeat(pa.scalar(self.watermark_us, pa.int64()), size)
+        columns["watermark_lag_seconds"] = pa.repeat(
+            pa.scalar(self.watermark_lag_seconds, pa.float64()), size
+        )
         return columns
 
     @property

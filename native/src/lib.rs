@@ -114,6 +114,37 @@ fn int_column(py: Python<'_>, column: &[i128]) -> PyObject {
     }
 }
 
+/// Interned texts as the buffers of an Arrow string column: int32 offsets
+/// (little-endian, one more than the rows) and the UTF-8 data; as a list of
+/// str if the data is beyond int32 offsets.  Converting a list of str was a
+/// fifth of the rows-to-Arrow stage (`bench.instructions`).
+fn text_column(py: Python<'_>, strings: &Interner, ids: &[u32]) -> PyObject {
+    let text = |id: &u32| strings.texts[*id as usize].as_bytes();
+    let total: usize = ids.iter().map(|id| text(id).len()).sum();
+    if i32::try_from(total).is_err() {
+        return PyList::new(py, ids.iter().map(|id| strings.name(py, *id))).into();
+    }
+    let mut ends = Vec::with_capacity(ids.len() + 1);
+    ends.push(0_i32);
+    let mut at = 0_i32;
+    for id in ids {
+        at += text(id).len() as i32; // within i32: checked above
+        ends.push(at);
+    }
+    let offsets = le_bytes(py, &ends, i32::to_le_bytes);
+    let data = PyBytes::new_with(py, total, |out: &mut [u8]| {
+        let mut pos = 0;
+        for id in ids {
+            let bytes = text(id);
+            out[pos..pos + bytes.len()].copy_from_slice(bytes);
+            pos += bytes.len();
+        }
+        Ok(())
+    })
+    .expect("allocating a bytes object");
+    (offsets, data).into_py(py)
+}
+
 /// The values as little-endian bytes, written straight into a new `bytes`
 /// object (a byte-by-byte `collect` and a copy were ~5% of the window step).
 pub(crate) fn le_bytes<'py, T: Copy, const N: usize>(
@@ -986,7 +1017,6 @@ impl WindowStore {
             selected = handed;
         }
         let n = selected.len();
-        let strings = interner();
         let (mut labels, mut dims, mut values, mut finals) = (
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -1002,12 +1032,12 @@ impl WindowStore {
         let mut kept: Vec<KeptColumn> = (0..self.slots).map(|_| KeptColumn::default()).collect();
         for (key, running) in &selected {
             let window = &self.windows[key];
-            labels.push(strings.name(py, key.0));
+            labels.push(key.0);
             starts.push(i128::from(key.1));
             ends.push(i128::from(self.end(key)));
-            dims.push(strings.name(py, key.2));
-            values.push(strings.name(py, key.3));
-            finals.push(self.finals.contains(key));
+            dims.push(key.2);
+            values.push(key.3);
+            finals.push(u8::from(self.finals.contains(key)));
             late.push(*running);
             for (column, total) in measures.iter_mut().zip(&window.vector) {
                 column.push(*total);
@@ -1021,17 +1051,23 @@ impl WindowStore {
                 }
             }
         }
-        drop(strings);
         self.forget_finals();
         let measures = PyList::new(py, measures.iter().map(|c| measure_column(py, c)));
         let kept = PyList::new(py, kept.into_iter().map(|c| c.into_py(py)));
+        let strings = interner();
+        let (labels, dims, values) = (
+            text_column(py, &strings, &labels),
+            text_column(py, &strings, &dims),
+            text_column(py, &strings, &values),
+        );
+        drop(strings);
         Ok((
-            PyList::new(py, labels),
+            labels,
             int_column(py, &starts),
             int_column(py, &ends),
-            PyList::new(py, dims),
-            PyList::new(py, values),
-            PyList::new(py, finals),
+            dims,
+            values,
+            PyBytes::new(py, &finals),
             int_column(py, &late),
             measures,
             kept,

@@ -30,9 +30,12 @@ from dataflows.window_metrics import (
     MetricWindows,
     PyWindowStore,
     StoreColumns,
+    TextColumn,
+    flag_column,
     int_column,
     kept_column,
     measure_array,
+    text_column,
 )
 from tests.strategies import streams
 from tests.stream_driver import run_stream
@@ -220,13 +223,17 @@ def _as_lists(columns: StoreColumns) -> StoreColumns:
     def listed(column: MeasureColumn) -> list[int]:
         return list(map(int, int_column(column)))
 
+    def texts(column: TextColumn) -> list[str]:
+        text = text_column(column)
+        return text if isinstance(text, list) else text.to_pylist()
+
     return (
-        labels,
+        texts(labels),
         listed(starts),
         listed(ends),
-        dims,
-        values,
-        finals,
+        texts(dims),
+        texts(values),
+        list(map(bool, flag_column(finals))),
         listed(late),
         [listed(m) for m in measures],
         [list(kept_column(column)) for column in kept],
@@ -239,6 +246,9 @@ def _assert_int64_bytes_where_they_fit(native: StoreColumns, python: StoreColumn
     A measure column beyond int64 but within 38 digits also carries its
     decimal128 buffer, which must be what pyarrow makes of the ints.
     """
+    for p in (0, 3, 4):  # labels, dimensions, values: Arrow string buffers
+        assert isinstance(native[p], tuple)
+    assert isinstance(native[5], bytes)  # is_final: a byte per row
     pairs = [(native[p], python[p]) for p in (1, 2, 6)]  # starts, ends, late-open totals
     for native_column, python_column in pairs:
         fits = all(-(2**63) <= v < 2**63 for v in python_column)

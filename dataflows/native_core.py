@@ -17,7 +17,10 @@ of its own, with its maker and its guard:
 * :mod:`dataflows.native_view`: an order's view (``view_maker``);
 * :mod:`dataflows.native_dwells`: the outlier baselines (``new_history``);
 * :mod:`dataflows.native_lifecycle`: ``silver/order_lifecycle`` rows (``lifecycle_maker``);
-* :mod:`dataflows.native_bronze`: ``bronze/order_events`` rows (``bronze_maker``).
+* :mod:`dataflows.native_bronze`: ``bronze/order_events`` rows (``bronze_maker``);
+* :mod:`dataflows.native_times`: event times as microseconds (``to_us_of``);
+* :mod:`dataflows.native_intake`: a partition batch's intake (``intake_maker``);
+* :mod:`dataflows.native_decode`: the decode step (``decode_maker``).
 
 ``ORDERHEALTH_CORE`` chooses: ``native``, ``python``, or unset (native when
 the extension is installed, else Python with a warning).  ``make install``

@@ -79,10 +79,12 @@ class DecodeStep:
 
     @property
     def decoder(self) -> EventDecoder:
+        """The contract's decoder (the native twin's maker reads its parts)."""
         return self._decoder
 
     @property
     def rules(self) -> RuleBook:
+        """The record rules (the native twin's maker reads their checks)."""
         return self._rules
 
     def __call__(self, messages: list[Message]) -> list[SourcedEvent | dict[str, Any]]:

@@ -26,6 +26,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 use pyo3::AsPyPointer;
 
 use crate::fields::{field, field_named};
+use crate::lifecycle;
 use crate::times::to_us;
 
 /// A record rule as the twin runs it (`dataflows.native_decode._rule_plan`).
@@ -91,13 +92,11 @@ fn utf8<'a>(py: Python<'_>, text: &'a PyAny) -> Option<&'a [u8]> {
         if ffi::PyUnicode_CheckExact(text.as_ptr()) == 0 {
             return None;
         }
-        let mut size: ffi::Py_ssize_t = 0;
-        let data = ffi::PyUnicode_AsUTF8AndSize(text.as_ptr(), &mut size);
-        if data.is_null() {
+        let form = lifecycle::utf8(text.as_ptr());
+        if form.is_none() {
             PyErr::fetch(py);
-            return None;
         }
-        Some(std::slice::from_raw_parts(data.cast::<u8>(), size as usize))
+        form.map(str::as_bytes)
     }
 }
 

@@ -514,7 +514,7 @@ unsafe fn write_json(out: &mut String, scratch: &mut Scratch, value: *mut ffi::P
 
 /// The UTF-8 form of a str (cached by CPython in the object), or None.
 /// Borrowed from the object: valid while it is, which the caller ensures.
-unsafe fn utf8<'a>(text: *mut ffi::PyObject) -> Option<&'a str> {
+pub(crate) unsafe fn utf8<'a>(text: *mut ffi::PyObject) -> Option<&'a str> {
     let mut size: ffi::Py_ssize_t = 0;
     let data = ffi::PyUnicode_AsUTF8AndSize(text, &mut size);
     if data.is_null() {

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: bench native install demo test test-unit test-integration lint typecheck check schema clean superset superset-env browser
+.PHONY: allocator bench native install demo test test-unit test-integration lint typecheck check schema clean superset superset-env browser
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -35,12 +35,22 @@ $(NATIVE): $(STAMP) $(NATIVE_SRC)
 
 native: $(NATIVE) ## Build the native core (Rust) into the virtual environment.
 
-install: $(STAMP) $(NATIVE) ## Create the virtual environment with pinned dependencies and the native core.
+# jemalloc, which the `orderhealth` command preloads (orderhealth/allocator.py).
+allocator: ## Debian's jemalloc for the flow (ORDERHEALTH_MALLOC=system runs without it).
+	@if ! dpkg -s libjemalloc2 >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && apt-get install -y -qq libjemalloc2; \
+	  else \
+	    echo "error: the flow's allocator needs: sudo apt-get install -y libjemalloc2"; exit 1; \
+	  fi; \
+	fi
 
-demo: $(STAMP) $(NATIVE) ## The main job: embedded broker, warehouse-outage scenario, health index.
+install: $(STAMP) $(NATIVE) allocator ## Create the virtual environment with pinned dependencies, the native core and jemalloc.
+
+demo: $(STAMP) $(NATIVE) allocator ## The main job: embedded broker, warehouse-outage scenario, health index.
 	$(BIN)/orderhealth demo
 
-test: $(STAMP) $(NATIVE) superset-env browser ## The whole suite: unit and integration (real broker, Delta, Superset, Chromium).
+test: $(STAMP) $(NATIVE) allocator superset-env browser ## The whole suite: unit and integration (real broker, Delta, Superset, Chromium).
 	$(BIN)/python -m pytest
 
 superset-env: $(STAMP) ## Superset's own pinned environment (.venv-superset), created once.
@@ -62,7 +72,7 @@ browser: ## Debian's chromium and chromedriver, for the Superset browser test.
 test-unit: $(STAMP) $(NATIVE)
 	$(BIN)/python -m pytest tests/unit
 
-test-integration: $(STAMP) $(NATIVE)
+test-integration: $(STAMP) $(NATIVE) allocator
 	$(BIN)/python -m pytest tests/integration
 
 lint: $(STAMP)
@@ -80,7 +90,7 @@ schema: $(STAMP) ## Regenerate generated artefacts: the JSON Schema and the metr
 	$(BIN)/python -m orderhealth.superset_bundle
 	$(BIN)/python -m schemas.json_schema
 
-bench: $(STAMP) $(NATIVE) ## Benchmark (~30 min): throughput vs the consume+decode ceiling, freshness, memory.
+bench: $(STAMP) $(NATIVE) allocator ## Benchmark (~30 min): throughput vs the consume+decode ceiling, freshness, memory.
 	$(BIN)/orderhealth bench
 
 clean:

@@ -1,5 +1,5 @@
 """``python -m orderhealth`` = the ``orderhealth`` command."""
 
-from orderhealth.cli import main
+from orderhealth.entry import main
 
 main()

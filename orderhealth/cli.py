@@ -40,6 +40,7 @@ from lakehouse.publication import GateRun
 from lakehouse.reader import pipeline_counts
 from lakehouse.tables import HEALTH_METRICS, TABLES, table_uri
 from lakehouse.writer import LakehouseLayoutError, check_layouts
+from orderhealth.allocator import active_allocator
 from orderhealth.broker import BrokerError, EmbeddedBroker
 from orderhealth.cli_common import DEFAULT_LAKEHOUSE, CliError, Lakehouse, console, resolve_root
 from orderhealth.credit_cli import ensure_demo_key, register
@@ -276,16 +277,19 @@ def _run_summary(outcome: str) -> None:
 
     summary = run_stats.summary()
     core = core_name()
+    allocator = active_allocator()
     log_fields(
         logging.getLogger("orderhealth.run"),
         logging.INFO,
         "run_end",
         outcome=outcome,
         core=core,
+        allocator=allocator,
         **summary,
     )
     table = Table(title=f"Run {outcome} after {summary['seconds']:,.1f} s", show_header=False)
     table.add_row("Streaming core", core)
+    table.add_row("Allocator", allocator)
     table.add_row("Epochs", f"{summary['epochs']:,}")
     table.add_row("Consumed", f"{summary['consumed']:,} ({summary['events_per_s']:,.0f}/s)")
     table.add_row("Valid", f"{summary['valid']:,} ({summary['warned']:,} with rule warnings)")

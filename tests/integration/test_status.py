@@ -70,6 +70,8 @@ def test_status_and_logs_report_what_the_tables_hold(broker: Kafka, tmp_path: Pa
     assert end["published_rows"] == gate_rows >= published > 0
     assert end["outcome"] == "finished" and end["quarantined_rows"] == 0
     assert end["core"] in ("native", "python") and "Streaming core" in run.stdout
+    # `make install` installs jemalloc; the command re-executes itself under it.
+    assert end["allocator"] == "jemalloc" and "Allocator" in run.stdout
     assert "Run finished" in run.stdout and f"{config.events:,}" in run.stdout
 
     state = _status(broker, topic, lakehouse)

@@ -35,7 +35,7 @@ $(NATIVE): $(STAMP) $(NATIVE_SRC)
 
 native: $(NATIVE) ## Build the native core (Rust) into the virtual environment.
 
-# jemalloc, which the `orderhealth` command preloads (orderhealth/allocator.py).
+# jemalloc, which the `orderhealth` command preloads (dataflows/allocator.py).
 allocator: ## Debian's jemalloc for the flow (ORDERHEALTH_MALLOC=system runs without it).
 	@if ! dpkg -s libjemalloc2 >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then \

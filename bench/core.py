@@ -38,6 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.throughput import bench_generator
+from dataflows.allocator import reexec_with_allocator
 from dataflows.decode_step import DecodeStep, is_event
 from dataflows.interpreter_tuning import tune_garbage_collector
 from dataflows.kafka_source import FlowControl
@@ -46,7 +47,6 @@ from dataflows.settings import HealthSettings
 from dataflows.window_metrics import MetricColumns, MetricWindows
 from lakehouse.tables import BRONZE_EVENTS, HEALTH_METRICS_STAGING, ORDER_LIFECYCLE
 from lakehouse.writer import DeltaWriter
-from orderhealth.allocator import reexec_with_allocator
 from orderhealth.generator import generate_messages
 from quality.record_rules import RuleBook
 from schemas.decode import EventDecoder
@@ -208,6 +208,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    # The flow's allocator (orderhealth.allocator), so figures compare alike.
+    # The flow's allocator (dataflows.allocator), so figures compare alike.
     reexec_with_allocator()
     main()

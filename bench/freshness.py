@@ -48,13 +48,13 @@ from confluent_kafka import TIMESTAMP_CREATE_TIME, Message, Producer
 from deltalake import DeltaTable
 
 from bench.throughput import bench_generator
+from dataflows.allocator import reexec_with_allocator
 from dataflows.decode_step import DecodeStep
 from dataflows.kafka_source import FlowControl
 from dataflows.timeutil import to_us
 from lakehouse.reader import read_table
 from lakehouse.tables import HEALTH_METRICS, HEALTH_METRICS_STAGING, table_uri
 from lakehouse.writer import stream_name
-from orderhealth.allocator import reexec_with_allocator
 from orderhealth.broker import EmbeddedBroker
 from orderhealth.generator import GeneratorConfig, generate_messages
 from orderhealth.kafka import client_config, ensure_topic
@@ -404,6 +404,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    # The flow's allocator (orderhealth.allocator), so figures compare alike.
+    # The flow's allocator (dataflows.allocator), so figures compare alike.
     reexec_with_allocator()
     main()

@@ -25,9 +25,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from dataflows.allocator import reexec_with_allocator
 from dataflows.partition_processor import PartitionProcessor, SourcedEvent
 from dataflows.settings import HealthSettings
-from orderhealth.allocator import reexec_with_allocator
 from schemas.events import SCHEMA_VERSION, OrderCreated, Routed
 
 __all__ = ["measure", "measure_apart"]
@@ -137,6 +137,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    # The flow's allocator (orderhealth.allocator), so figures compare alike.
+    # The flow's allocator (dataflows.allocator), so figures compare alike.
     reexec_with_allocator()
     main()

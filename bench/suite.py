@@ -36,10 +36,10 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import freshness, state_memory, throughput
+from dataflows.allocator import active_allocator
 from lakehouse.publication import SUITE
 from lakehouse.reader import read_table
 from lakehouse.tables import TABLES, VALIDATION_RUNS, table_uri
-from orderhealth.allocator import active_allocator
 from orderhealth.broker import EmbeddedBroker
 from orderhealth.generator import generate_messages
 from orderhealth.kafka import ensure_topic, produce
@@ -159,7 +159,7 @@ def run_bench(config: BenchConfig, say: Callable[[str], None]) -> dict[str, Any]
         "partitions": config.partitions,
         "ceiling": top,
         # The ceiling ran in this process, the pipeline in children that
-        # inherit its allocator (orderhealth.allocator): the same for both.
+        # inherit its allocator (dataflows.allocator): the same for both.
         "allocator": active_allocator(),
         "pipeline": runs,
         "freshness": fresh,

@@ -35,7 +35,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from rich.console import Console
 from rich.table import Table
 
-from orderhealth.allocator import reexec_with_allocator
+from dataflows.allocator import reexec_with_allocator
 from orderhealth.broker import EmbeddedBroker
 from orderhealth.generator import GeneratorConfig, generate_messages
 from orderhealth.kafka import client_config, ensure_topic, produce
@@ -183,6 +183,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    # The flow's allocator (orderhealth.allocator), so figures compare alike.
+    # The flow's allocator (dataflows.allocator), so figures compare alike.
     reexec_with_allocator()
     main()

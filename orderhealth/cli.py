@@ -34,13 +34,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from dataflows.allocator import active_allocator
 from dataflows.flow import FlowConfig
 from dataflows.settings import HealthSettings, SettingsError
 from lakehouse.publication import GateRun
 from lakehouse.reader import pipeline_counts
 from lakehouse.tables import HEALTH_METRICS, TABLES, table_uri
 from lakehouse.writer import LakehouseLayoutError, check_layouts
-from orderhealth.allocator import active_allocator
 from orderhealth.broker import BrokerError, EmbeddedBroker
 from orderhealth.cli_common import DEFAULT_LAKEHOUSE, CliError, Lakehouse, console, resolve_root
 from orderhealth.credit_cli import ensure_demo_key, register

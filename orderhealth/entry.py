@@ -1,7 +1,7 @@
 """The ``orderhealth`` command's entry point: the allocator first, then the CLI.
 
 Kept apart from :mod:`orderhealth.cli` so that choosing the allocator (a
-re-execution, :mod:`orderhealth.allocator`) happens before the CLI's
+re-execution, :mod:`dataflows.allocator`) happens before the CLI's
 imports, which take most of a second.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from orderhealth.allocator import AllocatorMissing, reexec_with_allocator
+from dataflows.allocator import AllocatorMissing, reexec_with_allocator
 
 __all__ = ["main"]
 

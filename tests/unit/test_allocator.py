@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from orderhealth.allocator import (
+from dataflows.allocator import (
     ENV,
     AllocatorMissing,
     active_allocator,
     find_jemalloc,
     preload_env,
+    without_jemalloc,
 )
 
 LIB = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
@@ -52,6 +53,13 @@ def test_unknown_choice_is_a_clear_error() -> None:
         preload_env({ENV: "tcmalloc"}, LIB)
 
 
+def test_the_gate_s_environment_drops_only_jemalloc() -> None:
+    env = {"PATH": "/bin", "LD_PRELOAD": f"{LIB} /opt/other.so", ENV: "auto"}
+    assert without_jemalloc(env) == {"PATH": "/bin", "LD_PRELOAD": "/opt/other.so", ENV: "auto"}
+    assert without_jemalloc({"LD_PRELOAD": LIB}) == {}
+    assert without_jemalloc({"PATH": "/bin"}) == {"PATH": "/bin"}
+
+
 def test_find_jemalloc_looks_in_the_library_directories(tmp_path: Path) -> None:
     empty, lib = tmp_path / "empty", tmp_path / "lib"
     empty.mkdir()
@@ -71,7 +79,7 @@ def test_active_allocator_reads_the_mapped_libraries(tmp_path: Path) -> None:
 
 
 _PROBE = (
-    "from orderhealth.allocator import reexec_with_allocator, active_allocator\n"
+    "from dataflows.allocator import reexec_with_allocator, active_allocator\n"
     "reexec_with_allocator()\n"
     "print(active_allocator())\n"
 )

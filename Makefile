@@ -13,6 +13,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Debian packages a target needs: installed when run as root, else named.
+# $(call apt_or_ask,WHAT) after the recipe has set $$missing (empty: none).
+apt_or_ask = if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && apt-get install -y -qq $$missing; \
+	  else \
+	    echo "error: $(1) needs: sudo apt-get install -y $$missing"; exit 1; \
+	  fi; \
+	fi
+
 # The native core (native/, Rust): built offline from Debian's vendored crates
 # (crates.io is not needed), with rustup's cargo if there is one, else Debian's.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
@@ -23,13 +33,7 @@ NATIVE_DEBS := librust-pyo3-dev librust-ahash-0.7-dev librust-indexmap-dev libru
 $(NATIVE): $(STAMP) $(NATIVE_SRC)
 	@missing=""; command -v cargo >/dev/null || missing="cargo"; \
 	dpkg -s $(NATIVE_DEBS) >/dev/null 2>&1 || missing="$$missing $(NATIVE_DEBS)"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && apt-get install -y -qq $$missing; \
-	  else \
-	    echo "error: the native core needs: sudo apt-get install -y $$missing"; exit 1; \
-	  fi; \
-	fi
+	$(call apt_or_ask,the native core)
 	$(BIN)/python -m pip install --quiet ./native
 	touch $(NATIVE)
 
@@ -37,13 +41,8 @@ native: $(NATIVE) ## Build the native core (Rust) into the virtual environment.
 
 # jemalloc, which the `orderhealth` command preloads (dataflows/allocator.py).
 allocator: ## Debian's jemalloc for the flow (ORDERHEALTH_MALLOC=system runs without it).
-	@if ! dpkg -s libjemalloc2 >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && apt-get install -y -qq libjemalloc2; \
-	  else \
-	    echo "error: the flow's allocator needs: sudo apt-get install -y libjemalloc2"; exit 1; \
-	  fi; \
-	fi
+	@missing=""; dpkg -s libjemalloc2 >/dev/null 2>&1 || missing="libjemalloc2"; \
+	$(call apt_or_ask,the flow's allocator)
 
 install: $(STAMP) $(NATIVE) allocator ## Create the virtual environment with pinned dependencies, the native core and jemalloc.
 
@@ -60,14 +59,9 @@ superset: $(STAMP) ## Set up and serve Superset over the demo's published tables
 	$(BIN)/orderhealth superset --demo-users
 
 browser: ## Debian's chromium and chromedriver, for the Superset browser test.
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && apt-get install -y -qq chromium chromium-driver; \
-	  else \
-	    echo "error: the Superset browser test needs chromium and chromedriver:" \
-	         "sudo apt-get install -y chromium chromium-driver"; exit 1; \
-	  fi; \
-	fi
+	@missing=""; command -v chromium >/dev/null && command -v chromedriver >/dev/null \
+	  || missing="chromium chromium-driver"; \
+	$(call apt_or_ask,the Superset browser test)
 
 test-unit: $(STAMP) $(NATIVE)
 	$(BIN)/python -m pytest tests/unit

@@ -38,6 +38,7 @@ from dataflows.partition_processor import (
     WindowFeed,
 )
 from dataflows.run_log import log_fields, run_stats
+from dataflows.scheduling import DEFAULT_BACKGROUND_NICE
 from dataflows.settings import HealthSettings
 from dataflows.sinks import SINK_KEY, DeltaSink, RecordRuleSink
 from dataflows.window_metrics import MetricColumns, MetricWindows
@@ -90,6 +91,26 @@ class FlowConfig(msgspec.Struct, frozen=True):
     #: recovery; 0 = every epoch, like staging.  Their rows wait that much
     #: longer to be readable, and the staging commit and the gate get the CPU.
     side_commit_interval_s: float = 0.0
+    #: Nice value of the work the event thread does not wait for: the
+    #: quality gate's process and the commits (without recovery); None:
+    #: :attr:`background_nice_value`.
+    background_nice: int | None = None
+
+    @property
+    def background_nice_value(self) -> int:
+        """The background work's nice value: as set, else by whether the run tails.
+
+        A one-off run is done when its last epoch is published, so its gate
+        and commits yield the CPU to the event thread (+3% events/s on 2
+        cores; dataflows.scheduling).  A tailed stream keeps them at the event
+        thread's priority: the staging commit and the gate are on the way to
+        publication, and at 10 p95 freshness fell behind (docs/scaling.md,
+        "Background work yields").
+        """
+        if self.background_nice is not None:
+            return self.background_nice
+        return 0 if self.tail else DEFAULT_BACKGROUND_NICE
+
     #: Source systems that must sign their events, with their keys.
     keyring: KeyRing = KeyRing()
     #: Seconds behind (the newest message's produce time) from which the
@@ -262,6 +283,7 @@ def build_flow(
             # Without recovery an epoch need not wait for its commits.
             background=not config.snapshot_state,
             commit_interval_s=side_interval if side else 0.0,
+            background_nice=config.background_nice_value,
         )
 
     def gate_reported(run: GateRun) -> None:
@@ -286,6 +308,7 @@ def build_flow(
             pipeline_id=config.pipeline_id,
             storage_options=config.storage_options,
             interval_s=config.gate_interval_s,
+            nice=config.background_nice_value,
             on_run=gate_reported,
         )
 
@@ -347,6 +370,7 @@ def build_flow(
             storage_options=config.storage_options,
             background=not config.snapshot_state,
             commit_interval_s=side_interval,
+            background_nice=config.background_nice_value,
         ),
     )
 

@@ -36,6 +36,7 @@ import pyarrow as pa
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from dataflows.run_log import run_stats
+from dataflows.scheduling import lower_runtime_threads, lower_this_thread
 from lakehouse.tables import VALIDATION_RUNS, TableSpec
 from lakehouse.writer import Chunk, DeltaWriter
 from quality.record_rules import Tallies, count_fates, tally_rows
@@ -70,6 +71,10 @@ class _Commits(Generic[T]):
     wait for use it (``FlowConfig.side_commit_interval_s``): their commits
     were a third of the flow's commit time and competed on 2 cores with the
     staging commit and the gate, which are on the way to publication.
+
+    ``nice``: with ``background``, the commit thread and delta-rs's runtime
+    threads run at this nice value, so that they yield the CPU to the event
+    thread (:mod:`dataflows.scheduling`); 0 leaves them as they are.
     """
 
     def __init__(
@@ -80,15 +85,22 @@ class _Commits(Generic[T]):
         background: bool,
         min_interval_s: float = 0.0,
         max_pending: int | None = None,
+        nice: int = 0,
     ) -> None:
         self._write = write
+        self._nice = nice
         # A spaced table gathers several epochs per commit: room for them.
         self._max_pending = max_pending or (16 if min_interval_s > 0 else 4)
         self._min_interval = min_interval_s
         self._last_start = float("-inf")
         self._closing = False
         self._pool = (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"commit {name}")
+            ThreadPoolExecutor(
+                max_workers=1,
+                thread_name_prefix=f"commit {name}",
+                initializer=lower_this_thread,
+                initargs=(nice,),
+            )
             if background
             else None
         )
@@ -127,6 +139,8 @@ class _Commits(Generic[T]):
                     self._busy = False
                     return
                 self._last_start = time.monotonic()
+            # The runtime may have started threads since the last commit.
+            lower_runtime_threads(self._nice)
             try:
                 self._write(batch)
             except BaseException as err:
@@ -164,6 +178,7 @@ class _DeltaSinkPartition(StatefulSinkPartition[Any, None]):
         *,
         background: bool = False,
         commit_interval_s: float = 0.0,
+        nice: int = 0,
     ) -> None:
         self._writer = writer
         self._mode = mode
@@ -172,7 +187,11 @@ class _DeltaSinkPartition(StatefulSinkPartition[Any, None]):
         self._tables: list[pa.Table] = []
         self._chunks: list[Chunk] = []
         self._commits = _Commits(
-            writer.spec.path, self._write, background=background, min_interval_s=commit_interval_s
+            writer.spec.path,
+            self._write,
+            background=background,
+            min_interval_s=commit_interval_s,
+            nice=nice,
         )
         writer.table()  # create the table up front, so readers find it early
 
@@ -241,16 +260,19 @@ class DeltaSink(FixedPartitionedSink[Any, None]):
         after_flush: Callable[[], AfterFlush] | None = None,
         background: bool = False,
         commit_interval_s: float = 0.0,
+        background_nice: int = 0,
     ) -> None:
         """``after_flush`` is a factory, called in the worker that owns the table.
 
         ``background``: commit on a thread of the table's own (only without
         recovery; see the module docstring).  ``commit_interval_s``: with
         ``background``, at most one commit per that many seconds (epochs
-        gathered meanwhile go into one commit).
+        gathered meanwhile go into one commit).  ``background_nice``: with
+        ``background``, the nice value the commits run at (see :class:`_Commits`).
         """
         self._background = background
         self._commit_interval = commit_interval_s
+        self._nice = background_nice
         self._root = root
         self._spec = spec
         self._mode = mode
@@ -277,17 +299,27 @@ class DeltaSink(FixedPartitionedSink[Any, None]):
             hook,
             background=self._background,
             commit_interval_s=self._commit_interval,
+            nice=self._nice,
         )
 
 
 class _RuleTallyPartition(StatefulSinkPartition[list[Tallies], None]):
     def __init__(
-        self, writer: DeltaWriter, *, background: bool = False, commit_interval_s: float = 0.0
+        self,
+        writer: DeltaWriter,
+        *,
+        background: bool = False,
+        commit_interval_s: float = 0.0,
+        nice: int = 0,
     ) -> None:
         self._writer = writer
         self._tallies: list[Tallies] = []
         self._commits = _Commits(
-            writer.spec.path, self._write, background=background, min_interval_s=commit_interval_s
+            writer.spec.path,
+            self._write,
+            background=background,
+            min_interval_s=commit_interval_s,
+            nice=nice,
         )
         writer.table()
 
@@ -337,13 +369,15 @@ class RecordRuleSink(FixedPartitionedSink[list[Tallies], None]):
         storage_options: dict[str, str] | None = None,
         background: bool = False,
         commit_interval_s: float = 0.0,
+        background_nice: int = 0,
     ) -> None:
-        """``background`` and ``commit_interval_s``: as for :class:`DeltaSink`."""
+        """``background``, ``commit_interval_s``, ``background_nice``: as for :class:`DeltaSink`."""
         self._root = root
         self._pipeline_id = pipeline_id
         self._storage_options = storage_options
         self._background = background
         self._commit_interval = commit_interval_s
+        self._nice = background_nice
 
     def list_parts(self) -> list[str]:
         return [SINK_KEY]
@@ -358,4 +392,5 @@ class RecordRuleSink(FixedPartitionedSink[list[Tallies], None]):
             ),
             background=self._background,
             commit_interval_s=self._commit_interval,
+            nice=self._nice,
         )

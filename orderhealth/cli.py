@@ -36,6 +36,7 @@ from rich.table import Table
 
 from dataflows.allocator import active_allocator
 from dataflows.flow import FlowConfig
+from dataflows.scheduling import DEFAULT_BACKGROUND_NICE
 from dataflows.settings import HealthSettings, SettingsError
 from lakehouse.publication import GateRun
 from lakehouse.reader import pipeline_counts
@@ -424,6 +425,18 @@ def run(
             "Without --recovery-dir only.",
         ),
     ] = 0.0,
+    background_nice: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            max=19,
+            show_default=False,
+            help="Nice value of the work the event thread does not wait for (the quality "
+            "gate's process; the commits, without --recovery-dir), so that it yields the CPU "
+            f"to the event thread.  Default: {DEFAULT_BACKGROUND_NICE} with --once, 0 when "
+            "tailing (the gate and the staging commit are on the way to publication).",
+        ),
+    ] = None,
 ) -> None:
     """Run the streaming flow against the configured Kafka topic."""
     if bootstrap_servers is None:
@@ -454,6 +467,7 @@ def run(
         keyring=keyring,
         gate_interval_s=gate_interval,
         side_commit_interval_s=side_commit_interval,
+        background_nice=background_nice,
         catch_up_lag_s=catch_up_lag or None,
     )
     from dataflows.run_log import configure

@@ -73,6 +73,9 @@ def test_status_and_logs_report_what_the_tables_hold(broker: Kafka, tmp_path: Pa
     # `make install` installs jemalloc; the command re-executes itself under it.
     assert end["allocator"] == "jemalloc" and "Allocator" in run.stdout
     assert "Run finished" in run.stdout and f"{config.events:,}" in run.stdout
+    # A one-off run's gate yields the CPU to the event thread (as the OS reports it).
+    (ready,) = [r for r in records if r["event"] == "gate_ready"]
+    assert ready["nice"] == 10
 
     state = _status(broker, topic, lakehouse)
     reasons = Counter(f"{r['reason']} ({r['rule']})" if r["rule"] else r["reason"] for r in dead)

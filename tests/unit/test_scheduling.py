@@ -136,26 +136,19 @@ gate.main(["/nonexistent", "--nice", "9"])
     assert out.stdout.strip() == "9"
 
 
-def test_background_commits_run_at_the_nice_value() -> None:
+@pytest.mark.parametrize("background", [True, False])
+def test_background_commits_run_at_the_nice_value(background: bool) -> None:
     seen: list[int] = []
     commits: _Commits[int] = _Commits(
         "t",
         lambda batch: seen.append(thread_nice(threading.get_native_id())),
-        background=True,
+        background=background,
         nice=6,
     )
     commits.add(1)
     commits.close()
-    assert seen == [6]
     # Inline commits run on the caller's thread, whose value stays.
-    inline: _Commits[int] = _Commits(
-        "t",
-        lambda batch: seen.append(thread_nice(threading.get_native_id())),
-        background=False,
-        nice=6,
-    )
-    inline.add(2)
-    assert seen[1] == os.getpriority(os.PRIO_PROCESS, 0)
+    assert seen == [6 if background else os.getpriority(os.PRIO_PROCESS, 0)]
 
 
 def test_background_work_yields_in_a_one_off_run_and_not_when_tailing() -> None:

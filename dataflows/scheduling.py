@@ -55,6 +55,8 @@ DEFAULT_BACKGROUND_NICE = 10
 RUNTIME_THREAD_PREFIXES: tuple[str, ...] = ("tokio-",)
 
 _LINUX = sys.platform.startswith("linux")
+#: This process's threads, one directory each.
+_TASKS = Path("/proc/self/task")
 
 
 def _check(nice: int) -> None:
@@ -85,36 +87,33 @@ def lower_this_thread(nice: int) -> bool:
     return _LINUX and nice > 0 and _lower(threading.get_native_id(), nice)
 
 
-def lower_process(nice: int, tasks: Path = Path("/proc/self/task")) -> int:
+def lower_process(nice: int) -> int:
     """Run every thread of this process at ``nice``; return how many changed.
 
     For a child started for background work, first thing in its ``main``:
     threads that imports started (deltalake's allocator, for one) are lowered
     with the main thread, and every thread started later inherits the value.
     """
-    return _lower_threads(nice, None, tasks)
+    return _lower_threads(nice, None)
 
 
-def lower_runtime_threads(
-    nice: int,
-    prefixes: tuple[str, ...] = RUNTIME_THREAD_PREFIXES,
-    tasks: Path = Path("/proc/self/task"),
-) -> int:
-    """Lower this process's threads named with ``prefixes``; return how many changed.
+def lower_runtime_threads(nice: int) -> int:
+    """Lower this process's :data:`RUNTIME_THREAD_PREFIXES` threads; return how many changed.
 
     A thread already at ``nice`` or above is left alone, so calling this
     before each commit costs a directory listing and a few small reads.
     """
-    return _lower_threads(nice, prefixes, tasks)
+    return _lower_threads(nice, RUNTIME_THREAD_PREFIXES)
 
 
-def _lower_threads(nice: int, prefixes: tuple[str, ...] | None, tasks: Path) -> int:
+def _lower_threads(nice: int, prefixes: tuple[str, ...] | None) -> int:
+    """Lower this process's threads (those named with ``prefixes``, if given)."""
     _check(nice)
     if not _LINUX or nice == 0:
         return 0
     changed = 0
     try:
-        entries = list(tasks.iterdir())
+        entries = list(_TASKS.iterdir())
     except OSError:
         return 0
     for entry in entries:

@@ -37,6 +37,7 @@ from rich.table import Table
 
 from bench import freshness, state_memory, throughput
 from dataflows.allocator import active_allocator
+from dataflows.interpreter_tuning import interpreter_build
 from lakehouse.publication import SUITE
 from lakehouse.reader import read_table
 from lakehouse.tables import TABLES, VALIDATION_RUNS, table_uri
@@ -161,6 +162,8 @@ def run_bench(config: BenchConfig, say: Callable[[str], None]) -> dict[str, Any]
         # The ceiling ran in this process, the pipeline in children that
         # inherit its allocator (dataflows.allocator): the same for both.
         "allocator": active_allocator(),
+        # The same for both, too: the pipeline runs this process's interpreter.
+        "interpreter": interpreter_build(),
         "pipeline": runs,
         "freshness": fresh,
         "memory": memory,
@@ -234,6 +237,9 @@ def result_table(result: dict[str, Any]) -> Table:
             f"{point['snapshot_bytes_per_order']:,.0f} B/order snapshot, "
             f"peak RSS {point['peak_rss_mb']:,.0f} MB",
         )
+    if "interpreter" in result:
+        table.add_section()
+        table.add_row("interpreter", result["interpreter"], "the ceiling's and the pipeline's")
     return table
 
 

@@ -123,6 +123,7 @@ def pipeline(bootstrap_servers: str, topic: str, workers: int, lakehouse: Path) 
         "workers": workers,
         "core": end.get("core"),
         "allocator": end.get("allocator"),
+        "interpreter": end.get("interpreter"),
         "events": end["consumed"],
         "seconds": seconds,
         "events_per_s": end["consumed"] / seconds,

@@ -1,14 +1,23 @@
-"""CPython settings for the flow process: the garbage collector and the GIL's switch interval."""
+"""CPython settings for the flow process: the garbage collector and the GIL's switch interval.
+
+And which CPython build runs it (:func:`interpreter_build`), because the build
+moves the figures.
+"""
 
 from __future__ import annotations
 
 import gc
+import os
+import platform
 import sys
+import sysconfig
+from pathlib import Path
 
 __all__ = [
     "GC_THRESHOLDS",
     "SWITCH_INTERVAL_S",
     "freeze_start_up_heap",
+    "interpreter_build",
     "tune_garbage_collector",
     "tune_interpreter",
 ]
@@ -57,3 +66,28 @@ def tune_interpreter() -> None:
     """
     tune_garbage_collector()
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+
+
+def _shared_libpython(maps: Path = Path("/proc/self/maps")) -> bool:
+    """Whether this process runs CPython from a shared ``libpython``.
+
+    Read from the process's memory map where there is one: Debian's static
+    executable reports the shared build's configuration in ``sysconfig``.
+    """
+    try:
+        return "/libpython3" in maps.read_text()
+    except OSError:
+        return bool(sysconfig.get_config_var("Py_ENABLE_SHARED"))
+
+
+def interpreter_build() -> str:
+    """This interpreter: version, executable, and a static or shared ``libpython``.
+
+    Why: the flow's pace depends on the CPython build.  Debian's static build
+    with profile-guided and link-time optimisation ran it 3-4% faster than
+    pyenv's default shared one (docs/scaling.md, "An optimised interpreter"),
+    so a run's summary and the bench's results name the build they came from.
+    """
+    executable = os.path.realpath(getattr(sys, "_base_executable", sys.executable))
+    linkage = "shared" if _shared_libpython() else "static"
+    return f"CPython {platform.python_version()} ({executable}, {linkage} libpython)"

@@ -273,12 +273,14 @@ def _kafka_options(bootstrap_servers: str, options: list[str]) -> dict[str, str]
 
 def _run_summary(outcome: str) -> None:
     """The end-of-run summary: a structured log record and a table for people."""
+    from dataflows.interpreter_tuning import interpreter_build
     from dataflows.native_core import core_name
     from dataflows.run_log import log_fields, run_stats
 
     summary = run_stats.summary()
     core = core_name()
     allocator = active_allocator()
+    interpreter = interpreter_build()
     log_fields(
         logging.getLogger("orderhealth.run"),
         logging.INFO,
@@ -286,11 +288,13 @@ def _run_summary(outcome: str) -> None:
         outcome=outcome,
         core=core,
         allocator=allocator,
+        interpreter=interpreter,
         **summary,
     )
     table = Table(title=f"Run {outcome} after {summary['seconds']:,.1f} s", show_header=False)
     table.add_row("Streaming core", core)
     table.add_row("Allocator", allocator)
+    table.add_row("Interpreter", interpreter)
     table.add_row("Epochs", f"{summary['epochs']:,}")
     table.add_row("Consumed", f"{summary['consumed']:,} ({summary['events_per_s']:,.0f}/s)")
     table.add_row("Valid", f"{summary['valid']:,} ({summary['warned']:,} with rule warnings)")

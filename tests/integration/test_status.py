@@ -11,6 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from dataflows.interpreter_tuning import interpreter_build
 from lakehouse.reader import read_table
 from lakehouse.tables import BRONZE_EVENTS, DEAD_LETTER, HEALTH_METRICS
 from orderhealth.generator import GeneratorConfig
@@ -72,6 +73,8 @@ def test_status_and_logs_report_what_the_tables_hold(broker: Kafka, tmp_path: Pa
     assert end["core"] in ("native", "python") and "Streaming core" in run.stdout
     # `make install` installs jemalloc; the command re-executes itself under it.
     assert end["allocator"] == "jemalloc" and "Allocator" in run.stdout
+    # The CPython build is named (the run was this interpreter, re-executed).
+    assert end["interpreter"] == interpreter_build() and "Interpreter" in run.stdout
     assert "Run finished" in run.stdout and f"{config.events:,}" in run.stdout
     # A one-off run's gate yields the CPU to the event thread (as the OS reports it).
     (ready,) = [r for r in records if r["event"] == "gate_ready"]

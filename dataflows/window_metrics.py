@@ -448,6 +448,7 @@ class PyWindowStore:
 
     def load(self, windows: StoreWindows, base: dict[Series, int]) -> None:
         self.windows, self.series_starts = {}, {}
+        self._changed, self._final, self._moved_from = set(), set(), {}
         for key, (vector, values) in windows.items():
             window = self.windows[key] = _Window()
             window.vector = list(vector)

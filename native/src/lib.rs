@@ -756,9 +756,33 @@ type Series = (u32, u32, u32);
 type Counts = std::collections::HashMap<i64, i64, RandomState>;
 
 struct Window {
-    vector: Vec<i128>,
     /// Kept values per VALUE_FACTS slot (value -> count); None until one arrives.
     values: Option<Vec<Counts>>,
+    /// Start plus the size: every hand-out and watermark reads it.
+    end: i64,
+    /// Waiting for a hand-out: listed once in `WindowStore::changed`.
+    changed: bool,
+    /// Ends at or before the watermark: listed once in `WindowStore::finals`.
+    is_final: bool,
+}
+
+impl Window {
+    fn new(end: i64) -> Self {
+        Window {
+            values: None,
+            end,
+            changed: false,
+            is_final: false,
+        }
+    }
+
+    /// Mark the window changed, listing its key once.
+    fn touch(&mut self, key: Key, changed: &mut Vec<Key>) {
+        if !self.changed {
+            self.changed = true;
+            changed.push(key);
+        }
+    }
 }
 
 /// Window totals across partitions (the native twin of the window store in
@@ -772,7 +796,15 @@ struct WindowStore {
     late_out: usize,
     /// Window size per label id.
     sizes: AHashMap<u32, i64>,
-    windows: AHashMap<Key, Window>,
+    /// Open windows.  Dense entries: `finalize` walks them, and a hand-out
+    /// reaches each changed window by its index after one look-up (the
+    /// store was ~a fifth of the flow's main thread, mostly look-ups of
+    /// windows waiting on memory: `docs/scaling.md`, "The window store").
+    windows: IndexMap<Key, Window, RandomState>,
+    /// The windows' measure totals, `width` per window in the order of
+    /// `windows` (one buffer: a window's totals are found by its index, not
+    /// behind a pointer of its own).
+    totals: Vec<i128>,
     starts: AHashMap<Series, std::collections::BTreeSet<i64>>,
     /// Per series, the open windows whose late-open net (in - out) is not
     /// zero, by start: a running late-open total sums these, so a hand-out
@@ -780,8 +812,12 @@ struct WindowStore {
     /// of each changed series (each a look-up of a cold window).
     late_net: AHashMap<Series, std::collections::BTreeMap<i64, i128>>,
     base: AHashMap<Series, i128>,
-    changed: ahash::AHashSet<Key>,
-    finals: ahash::AHashSet<Key>,
+    /// Windows waiting for a hand-out, each once (its `changed` flag): a
+    /// flag in the window the delta row reaches anyway, instead of a hash
+    /// set probed for every delta row.
+    changed: Vec<Key>,
+    /// Windows made final since the last hand-out, each once (`is_final`).
+    finals: Vec<Key>,
     moved_from: AHashMap<Series, i64>,
 }
 
@@ -790,10 +826,6 @@ fn series_of(key: &Key) -> Series {
 }
 
 impl WindowStore {
-    fn end(&self, key: &Key) -> i64 {
-        key.1 + self.sizes[&key.0]
-    }
-
     /// Record a window's late-open net (see `late_net`).
     fn set_late_net(&mut self, key: &Key, net: i128) {
         let series = series_of(key);
@@ -807,32 +839,31 @@ impl WindowStore {
         }
     }
 
-    fn window(&mut self, key: Key) -> &mut Window {
-        let width = self.width;
-        let starts = &mut self.starts;
-        self.windows.entry(key).or_insert_with(|| {
-            starts.entry(series_of(&key)).or_default().insert(key.1);
-            Window {
-                vector: vec![0; width],
-                values: None,
-            }
-        })
-    }
-
     /// The changed windows (and those after a moved late-open total, whose
     /// running totals changed) in output order -- by series, as text, then
-    /// start -- each with its running late-open total.
-    fn changed_in_order(&mut self) -> Vec<(Key, i128)> {
+    /// start -- each by its index in `windows`, with its running late-open
+    /// total.  They are no longer marked changed.
+    fn changed_in_order(&mut self) -> Vec<(usize, i128)> {
         for (series, first) in std::mem::take(&mut self.moved_from) {
             if let Some(starts) = self.starts.get(&series) {
                 for start in starts.range(first + 1..) {
-                    self.changed.insert((series.0, *start, series.1, series.2));
+                    let key = (series.0, *start, series.1, series.2);
+                    if let Some(window) = self.windows.get_mut(&key) {
+                        window.touch(key, &mut self.changed);
+                    }
                 }
             }
         }
-        let mut by_series: AHashMap<Series, Vec<i64>> = AHashMap::new();
-        for key in self.changed.drain() {
-            by_series.entry(series_of(&key)).or_default().push(key.1);
+        // (start, index) of each changed window, by series.
+        let mut by_series: AHashMap<Series, Vec<(i64, usize)>> = AHashMap::new();
+        for key in std::mem::take(&mut self.changed) {
+            if let Some((index, _, window)) = self.windows.get_full_mut(&key) {
+                window.changed = false;
+                by_series
+                    .entry(series_of(&key))
+                    .or_default()
+                    .push((key.1, index));
+            }
         }
         let strings = interner();
         let text = |id: u32| -> &str { &strings.texts[id as usize] };
@@ -847,8 +878,8 @@ impl WindowStore {
             let wanted = by_series
                 .get_mut(&series)
                 .expect("a series of the changed keys");
-            wanted.sort_unstable(); // a changed key is in the set once
-            let (label, dim, value) = series;
+            // (A changed window is listed once.)
+            wanted.sort_unstable();
             // The running total at a start: the base plus the nets of the
             // windows starting at or before it (only those with late data
             // have one).
@@ -859,14 +890,11 @@ impl WindowStore {
                 .unwrap_or(&no_nets)
                 .iter()
                 .peekable();
-            for start in wanted.iter() {
+            for (start, index) in wanted.iter() {
                 while let Some((_, net)) = nets.next_if(|(at, _)| *at <= start) {
                     running += net;
                 }
-                let key = (label, *start, dim, value);
-                if self.windows.contains_key(&key) {
-                    selected.push((key, running));
-                }
+                selected.push((*index, running));
             }
         }
         selected
@@ -875,11 +903,19 @@ impl WindowStore {
     /// Forget the windows made final since the last hand-out, keeping their
     /// late-open totals in their series' base.
     fn forget_finals(&mut self) {
+        let width = self.width;
         for key in std::mem::take(&mut self.finals) {
-            if let Some(window) = self.windows.remove(&key) {
+            if let Some((index, _, _)) = self.windows.swap_remove_full(&key) {
+                let at = index * width;
+                let net = self.totals[at + self.late_in] - self.totals[at + self.late_out];
+                // As `windows` did: the last window's totals move into the gap.
+                let last = self.windows.len() * width;
+                if at != last {
+                    self.totals.copy_within(last..last + width, at);
+                }
+                self.totals.truncate(last);
                 let series = series_of(&key);
-                *self.base.entry(series).or_default() +=
-                    window.vector[self.late_in] - window.vector[self.late_out];
+                *self.base.entry(series).or_default() += net;
                 if let Some(starts) = self.starts.get_mut(&series) {
                     starts.remove(&key.1);
                 }
@@ -915,12 +951,13 @@ impl WindowStore {
             late_in,
             late_out,
             sizes: by_label,
-            windows: AHashMap::new(),
+            windows: IndexMap::default(),
+            totals: Vec::new(),
             starts: AHashMap::new(),
             late_net: AHashMap::new(),
             base: AHashMap::new(),
-            changed: Default::default(),
-            finals: Default::default(),
+            changed: Vec::new(),
+            finals: Vec::new(),
             moved_from: AHashMap::new(),
         })
     }
@@ -948,11 +985,26 @@ impl WindowStore {
                     continue;
                 }
             }
-            let slots = self.slots;
-            let window = self.window(*key);
-            for (total, part) in window.vector.iter_mut().zip(change) {
+            let (width, slots) = (self.width, self.slots);
+            let (late_in, late_out) = (self.late_in, self.late_out);
+            let (index, window) = match self.windows.entry(*key) {
+                indexmap::map::Entry::Occupied(entry) => {
+                    let index = entry.index();
+                    (index, entry.into_mut())
+                }
+                indexmap::map::Entry::Vacant(entry) => {
+                    self.starts.entry(series_of(key)).or_default().insert(key.1);
+                    self.totals.resize(self.totals.len() + width, 0);
+                    let index = entry.index();
+                    (index, entry.insert(Window::new(key.1 + size)))
+                }
+            };
+            window.touch(*key, &mut self.changed);
+            let totals = &mut self.totals[index * width..(index + 1) * width];
+            for (total, part) in totals.iter_mut().zip(change) {
                 *total += part;
             }
+            let net = totals[late_in] - totals[late_out];
             if let Some(changes) = delta.kept.get(key) {
                 let counters = window
                     .values
@@ -964,10 +1016,7 @@ impl WindowStore {
                     *counter.entry(value).or_default() += count;
                 }
             }
-            self.changed.insert(*key);
-            if change[self.late_in] != 0 || change[self.late_out] != 0 {
-                let net = self.windows[key].vector[self.late_in]
-                    - self.windows[key].vector[self.late_out];
+            if change[late_in] != 0 || change[late_out] != 0 {
                 self.set_late_net(key, net);
                 let from = self.moved_from.entry(series_of(key)).or_insert(key.1);
                 *from = (*from).min(key.1);
@@ -978,15 +1027,12 @@ impl WindowStore {
 
     /// Mark every window ending at or before ``watermark`` final (and changed).
     fn finalize(&mut self, watermark: i64) {
-        let newly: Vec<Key> = self
-            .windows
-            .keys()
-            .filter(|k| !self.finals.contains(*k) && self.end(k) <= watermark)
-            .copied()
-            .collect();
-        for key in newly {
-            self.finals.insert(key);
-            self.changed.insert(key);
+        for (key, window) in self.windows.iter_mut() {
+            if !window.is_final && window.end <= watermark {
+                window.is_final = true;
+                self.finals.push(*key);
+                window.touch(*key, &mut self.changed);
+            }
         }
     }
 
@@ -1007,11 +1053,15 @@ impl WindowStore {
         let mut selected = self.changed_in_order();
         if let Some(limit) = hold_until {
             let mut handed = Vec::with_capacity(selected.len());
-            for (key, running) in selected {
-                if !self.finals.contains(&key) && self.end(&key) <= limit {
-                    self.changed.insert(key);
+            for (index, running) in selected {
+                let (key, window) = self
+                    .windows
+                    .get_index_mut(index)
+                    .expect("a changed window's index");
+                if !window.is_final && window.end <= limit {
+                    window.touch(*key, &mut self.changed);
                 } else {
-                    handed.push((key, running));
+                    handed.push((index, running));
                 }
             }
             selected = handed;
@@ -1030,16 +1080,20 @@ impl WindowStore {
         );
         let mut measures: Vec<Vec<i128>> = (0..self.width).map(|_| Vec::with_capacity(n)).collect();
         let mut kept: Vec<KeptColumn> = (0..self.slots).map(|_| KeptColumn::default()).collect();
-        for (key, running) in &selected {
-            let window = &self.windows[key];
+        for (index, running) in &selected {
+            let (key, window) = self
+                .windows
+                .get_index(*index)
+                .expect("a changed window's index");
             labels.push(key.0);
             starts.push(i128::from(key.1));
-            ends.push(i128::from(self.end(key)));
+            ends.push(i128::from(window.end));
             dims.push(key.2);
             values.push(key.3);
-            finals.push(u8::from(self.finals.contains(key)));
+            finals.push(u8::from(window.is_final));
             late.push(*running);
-            for (column, total) in measures.iter_mut().zip(&window.vector) {
+            let totals = &self.totals[index * self.width..(index + 1) * self.width];
+            for (column, total) in measures.iter_mut().zip(totals) {
                 column.push(*total);
             }
             match &window.values {
@@ -1082,8 +1136,9 @@ impl WindowStore {
 
     /// Mark every open window changed: the next hand-out has them all.
     fn touch_all(&mut self) {
-        let keys: Vec<Key> = self.windows.keys().copied().collect();
-        self.changed.extend(keys);
+        for (key, window) in self.windows.iter_mut() {
+            window.touch(*key, &mut self.changed);
+        }
     }
 
     /// Open windows: key -> (measure totals, kept values per slot as
@@ -1091,7 +1146,8 @@ impl WindowStore {
     fn export(&self, py: Python<'_>) -> PyResult<PyObject> {
         let strings = interner();
         let windows = PyDict::new(py);
-        for (key, window) in &self.windows {
+        for (index, (key, window)) in self.windows.iter().enumerate() {
+            let totals = &self.totals[index * self.width..(index + 1) * self.width];
             let values: PyObject = match &window.values {
                 None => py.None(),
                 Some(slots) => PyList::new(
@@ -1106,10 +1162,7 @@ impl WindowStore {
                 )
                 .into(),
             };
-            windows.set_item(
-                Delta::key_of(py, &strings, key),
-                (ints(py, &window.vector), values),
-            )?;
+            windows.set_item(Delta::key_of(py, &strings, key), (ints(py, totals), values))?;
         }
         let base = PyDict::new(py);
         for (series, total) in &self.base {
@@ -1129,9 +1182,13 @@ impl WindowStore {
     fn load(&mut self, windows: &PyDict, base: &PyDict) -> PyResult<()> {
         let mut strings = interner();
         self.windows.clear();
+        self.totals.clear();
         self.starts.clear();
         self.late_net.clear();
         self.base.clear();
+        self.changed.clear();
+        self.finals.clear();
+        self.moved_from.clear();
         for (key, window) in windows.iter() {
             let key = Delta::parse_key(&mut strings, key.downcast()?)?;
             let (vector, values): (Vec<i128>, Option<Vec<Counts>>) = window.extract()?;
@@ -1144,8 +1201,19 @@ impl WindowStore {
                 .entry(series_of(&key))
                 .or_default()
                 .insert(key.1);
+            let size = *self
+                .sizes
+                .get(&key.0)
+                .ok_or_else(|| PyValueError::new_err("unknown window size label"))?;
             self.set_late_net(&key, vector[self.late_in] - vector[self.late_out]);
-            self.windows.insert(key, Window { vector, values });
+            let mut window = Window::new(key.1 + size);
+            window.values = values;
+            if let (index, Some(_)) = self.windows.insert_full(key, window) {
+                // A key twice (not from a dict): the later totals replace.
+                self.totals[index * self.width..(index + 1) * self.width].copy_from_slice(&vector);
+            } else {
+                self.totals.extend_from_slice(&vector);
+            }
         }
         for (series, total) in base.iter() {
             let series: &PyTuple = series.downcast()?;

@@ -805,7 +805,6 @@ struct WindowStore {
     /// `windows` (one buffer: a window's totals are found by its index, not
     /// behind a pointer of its own).
     totals: Vec<i128>,
-    starts: AHashMap<Series, std::collections::BTreeSet<i64>>,
     /// Per series, the open windows whose late-open net (in - out) is not
     /// zero, by start: a running late-open total sums these, so a hand-out
     /// walks the few windows with late data instead of every open window
@@ -844,13 +843,14 @@ impl WindowStore {
     /// start -- each by its index in `windows`, with its running late-open
     /// total.  They are no longer marked changed.
     fn changed_in_order(&mut self) -> Vec<(usize, i128)> {
-        for (series, first) in std::mem::take(&mut self.moved_from) {
-            if let Some(starts) = self.starts.get(&series) {
-                for start in starts.range(first + 1..) {
-                    let key = (series.0, *start, series.1, series.2);
-                    if let Some(window) = self.windows.get_mut(&key) {
-                        window.touch(key, &mut self.changed);
-                    }
+        // One walk over the open windows finds those after a move: an
+        // ordered set of starts per series, kept for this, cost an insert
+        // and a removal for every window.
+        let moved = std::mem::take(&mut self.moved_from);
+        if !moved.is_empty() {
+            for (key, window) in self.windows.iter_mut() {
+                if matches!(moved.get(&series_of(key)), Some(first) if key.1 > *first) {
+                    window.touch(*key, &mut self.changed);
                 }
             }
         }
@@ -914,12 +914,11 @@ impl WindowStore {
                     self.totals.copy_within(last..last + width, at);
                 }
                 self.totals.truncate(last);
-                let series = series_of(&key);
-                *self.base.entry(series).or_default() += net;
-                if let Some(starts) = self.starts.get_mut(&series) {
-                    starts.remove(&key.1);
+                *self.base.entry(series_of(&key)).or_default() += net;
+                if net != 0 {
+                    // (Only a window with a net is in `late_net`.)
+                    self.set_late_net(&key, 0);
                 }
-                self.set_late_net(&key, 0);
             }
         }
     }
@@ -953,7 +952,6 @@ impl WindowStore {
             sizes: by_label,
             windows: IndexMap::default(),
             totals: Vec::new(),
-            starts: AHashMap::new(),
             late_net: AHashMap::new(),
             base: AHashMap::new(),
             changed: Vec::new(),
@@ -993,7 +991,6 @@ impl WindowStore {
                     (index, entry.into_mut())
                 }
                 indexmap::map::Entry::Vacant(entry) => {
-                    self.starts.entry(series_of(key)).or_default().insert(key.1);
                     self.totals.resize(self.totals.len() + width, 0);
                     let index = entry.index();
                     (index, entry.insert(Window::new(key.1 + size)))
@@ -1183,7 +1180,6 @@ impl WindowStore {
         let mut strings = interner();
         self.windows.clear();
         self.totals.clear();
-        self.starts.clear();
         self.late_net.clear();
         self.base.clear();
         self.changed.clear();
@@ -1197,10 +1193,6 @@ impl WindowStore {
                     "a window's totals have the wrong width",
                 ));
             }
-            self.starts
-                .entry(series_of(&key))
-                .or_default()
-                .insert(key.1);
             let size = *self
                 .sizes
                 .get(&key.0)

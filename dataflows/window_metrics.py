@@ -34,7 +34,7 @@ import numpy as np
 import pyarrow as pa
 
 from dataflows.contributions import VALUE_FACTS, WindowDelta, WindowKey
-from dataflows.formulas import ColumnTotals, FloatColumn, KeptValues
+from dataflows.formulas import ColumnTotals, FloatColumn, KeptValues, WideInts
 from dataflows.metrics import MEASURES, compute_component_columns
 from dataflows.native_core import NativeCoreMissing, core_name, native_module
 from dataflows.partition_processor import WindowFeed
@@ -176,10 +176,10 @@ StoreRow = tuple[str, int, int, str, str, bool, int, list[int], list[list[int]] 
 IntColumn = list[int] | bytes
 #: A measure column of a store's rows: an :data:`IntColumn`, or (the native
 #: store, when a value does not fit in an int64 but every one fits in 38
-#: digits) the list of ints with the same values as 16-byte little-endian
-#: two's complement: a ``decimal128(38, 0)`` buffer as it is
-#: (:func:`measure_array`).
-MeasureColumn = IntColumn | tuple[list[int], bytes]
+#: digits) a 1-tuple of the values as 16-byte little-endian two's
+#: complement: a ``decimal128(38, 0)`` buffer as it is (:func:`measure_array`),
+#: read as ints by :class:`~dataflows.formulas.WideInts`.
+MeasureColumn = IntColumn | tuple[bytes]
 #: A kept-values slot of a store's rows: each row's values (ascending) or
 #: None; or (the native store) the same as flat int64 values, each row's end
 #: in them (int64) and one byte per row for "not None"
@@ -206,10 +206,10 @@ StoreColumns = tuple[
 ]
 
 
-def int_column(column: MeasureColumn) -> list[int] | np.ndarray:
+def int_column(column: MeasureColumn) -> Sequence[int] | np.ndarray:
     """A store's integer column as the window step reads it: int64 bytes as NumPy (no copy)."""
     if isinstance(column, tuple):
-        return column[0]
+        return WideInts(column[0])
     return np.frombuffer(column, dtype="<i8") if isinstance(column, bytes) else column
 
 
@@ -245,8 +245,8 @@ def measure_array(column: MeasureColumn) -> pa.Array | None:
     """
     if not isinstance(column, tuple):
         return None
-    values, buffer = column
-    return pa.Array.from_buffers(_DECIMAL, len(values), [None, pa.py_buffer(buffer)])
+    (buffer,) = column
+    return pa.Array.from_buffers(_DECIMAL, len(buffer) // 16, [None, pa.py_buffer(buffer)])
 
 
 def kept_column(column: KeptColumn) -> Sequence[list[int] | None]:

@@ -165,12 +165,14 @@ pub(crate) fn le_bytes<'py, T: Copy, const N: usize>(
 const DECIMAL38_MAX: i128 = 99_999_999_999_999_999_999_999_999_999_999_999_999;
 
 /// A measure column: an `int_column`, except that a column with a value
-/// beyond an i64 (sums of squares, nearly always) comes as the list of ints
-/// *and* the values' 16-byte little-endian two's complement, which is a
+/// beyond an i64 (sums of squares, nearly always) comes as a 1-tuple of the
+/// values' 16-byte little-endian two's complement, which is a
 /// `decimal128(38, 0)` Arrow buffer as it is: the window step hands that to
-/// the writers instead of the list, which pyarrow converted through each
-/// int's decimal text (~1,600 instructions a value).  A value beyond 38
-/// digits leaves the list alone, so pyarrow's own error stays.
+/// the writers, where pyarrow converted a list of ints through each int's
+/// decimal text (~1,600 instructions a value), and reads a row's exact int
+/// from it only where a formula needs one (`dataflows.formulas.WideInts`:
+/// a Python int per row and hand-out was ~4% of the window step).  A value
+/// beyond 38 digits leaves the list of ints, so pyarrow's own error stays.
 fn measure_column(py: Python<'_>, column: &[i128]) -> PyObject {
     let wide = column.iter().any(|v| i64::try_from(*v).is_err());
     if !wide
@@ -180,7 +182,7 @@ fn measure_column(py: Python<'_>, column: &[i128]) -> PyObject {
     {
         return int_column(py, column);
     }
-    (ints(py, column), le_bytes(py, column, i128::to_le_bytes)).into_py(py)
+    (le_bytes(py, column, i128::to_le_bytes),).into_py(py)
 }
 
 /// A kept-values slot of the rows handed out, as three flat columns: every

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Protocol, overload, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, cast, overload, runtime_checkable
 
 import numpy as np
 
@@ -89,6 +89,11 @@ class WideInts(Sequence[int]):
         if not 0 <= index < size:
             raise IndexError("row out of range")
         return int.from_bytes(self._view[16 * index : 16 * index + 16], "little", signed=True)
+
+    def take(self, rows: Iterable[int]) -> list[int]:
+        """The exact ints of ``rows`` (each in range)."""
+        view = self._view
+        return [int.from_bytes(view[16 * i : 16 * i + 16], "little", signed=True) for i in rows]
 
     def __iter__(self) -> Iterator[int]:
         view = self._view
@@ -188,6 +193,15 @@ class ColumnTotals:
     def exact(self, measure: str) -> Sequence[int]:
         """The measure as Python ints: what a formula evaluated row by row sees."""
         return python_ints(self.measures[measure])
+
+    def exact_at(self, measure: str, rows: np.ndarray) -> list[int]:
+        """The measure's Python ints at ``rows`` only (a formula that needs a few)."""
+        column = self.measures[measure]
+        if isinstance(column, np.ndarray):
+            return cast(list[int], column[rows].tolist())
+        if isinstance(column, WideInts):
+            return column.take(rows.tolist())
+        return [column[i] for i in rows.tolist()]
 
     def ints(self, measure: str) -> np.ndarray | None:
         """The measure as int64, or None unless every value is below 2**53 in magnitude.
@@ -352,13 +366,25 @@ class CycleCV:
         # int64), row by row, but without a WindowTotals per row.
         m = totals.measures
         n, total = totals.ints(self.count), totals.ints(self.total)
-        if n is None or total is None:
-            candidates: Iterable[int] = range(totals.size)
-        else:  # only rows with a value
-            candidates = np.flatnonzero((n >= 2) & (total > 0)).tolist()
         out = _empty(totals.size)
-        for i in candidates:
-            value = self._of(int(m[self.count][i]), int(m[self.total][i]), int(m[self.squares][i]))
+        if n is None or total is None:
+            for i in range(totals.size):
+                value = self._of(
+                    int(m[self.count][i]), int(m[self.total][i]), int(m[self.squares][i])
+                )
+                if value is not None:
+                    out[i] = value
+            return out
+        # Only rows with a value, their ints read in bulk.
+        rows = np.flatnonzero((n >= 2) & (total > 0))
+        for i, count, sum_, squares in zip(
+            rows.tolist(),
+            n[rows].tolist(),
+            total[rows].tolist(),
+            totals.exact_at(self.squares, rows),
+            strict=True,
+        ):
+            value = self._of(count, sum_, squares)
             if value is not None:
                 out[i] = value
         return out

@@ -109,7 +109,8 @@ def test_columns_equal_rows_on_the_native_stores_int64_columns(rows: list[_Row])
 def _check(rows: list[_Row], *, native: bool = False) -> None:
     health = HealthSettings.load()
     by_column = compute_component_columns(_column_totals(rows, native=native))
-    index, used = health_index_columns(by_column, health)
+    index, used_column = health_index_columns(by_column, health)
+    used = used_column.to_pylist()
     for i, row in enumerate(rows):
         by_row = compute_components(_row_totals(row))
         assert list(by_row) == list(by_column)

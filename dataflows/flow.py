@@ -137,10 +137,9 @@ def partition_batches(
     events as one keyed item, in offset order, and each dead-letter row alone.
 
     Bytewax runs its operators an item at a time: with an item per event, the
-    valid/dead-letter branch, keying by partition and the lifecycle step's
-    grouping by key cost several Python calls per event (~4% of the flow's
-    main thread); a source batch is one Kafka partition's read, so this is
-    nearly always a single item.
+    valid/dead-letter branch and keying by partition were two Python calls
+    per event (+1.6% end to end without them, docs/scaling.md).  A source
+    batch is one Kafka partition's read, so this is nearly always one item.
     """
     groups: dict[tuple[str, int], list[SourcedEvent]] = {}
     out: list[PartitionEvents | dict[str, Any]] = []

@@ -112,8 +112,8 @@ def health_index_columns(
     Same floats as row by row: the same operations in the same component
     order, with an absent component adding an exact 0.0.  The names of the
     components used come as an Arrow string column: a label per set of
-    components, taken for every row by Arrow (a label looked up and appended
-    per row in Python, and then converted, was a third of this function).
+    components, taken for every row by Arrow, not looked up and appended
+    per row in Python and converted later.
     """
     size = len(next(iter(components.values()))) if components else 0
     total, weight = np.zeros(size), np.zeros(size)

@@ -171,7 +171,7 @@ const DECIMAL38_MAX: i128 = 99_999_999_999_999_999_999_999_999_999_999_999_999;
 /// the writers, where pyarrow converted a list of ints through each int's
 /// decimal text (~1,600 instructions a value), and reads a row's exact int
 /// from it only where a formula needs one (`dataflows.formulas.WideInts`:
-/// a Python int per row and hand-out was ~4% of the window step).  A value
+/// a Python int per row and hand-out was ~2% of the window step).  A value
 /// beyond 38 digits leaves the list of ints, so pyarrow's own error stays.
 fn measure_column(py: Python<'_>, column: &[i128]) -> PyObject {
     let wide = column.iter().any(|v| i64::try_from(*v).is_err());

@@ -5,10 +5,18 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dataflows.formulas import ColumnTotals, KeptValues, Percentile, Ratio, columns_of
+from dataflows.formulas import (
+    ColumnTotals,
+    KeptValues,
+    Percentile,
+    Ratio,
+    WideInts,
+    columns_of,
+)
 from dataflows.metrics import (
     MEASURES,
     WindowTotals,
@@ -161,3 +169,19 @@ def test_kept_values_read_as_lists_and_rank_as_the_scalar(
     by_column = Percentile("f", q).columns(ColumnTotals({}, {"f": kept}, [0] * len(rows)))
     for column, row in zip(by_column, by_row, strict=True):
         assert _same(column, row)
+
+
+@given(st.lists(st.integers(-(2**127), 2**127 - 1), max_size=20))
+def test_wide_ints_read_the_128_bit_values_exactly(values: list[int]) -> None:
+    wide = WideInts(b"".join(v.to_bytes(16, "little", signed=True) for v in values))
+    assert len(wide) == len(values)
+    assert list(wide) == values
+    assert [wide[i] for i in range(-len(values), len(values))] == values + values
+    assert wide[1:] == values[1:]
+    rows = list(range(len(values)))[::-2]
+    assert wide.take(rows) == [values[i] for i in rows]
+    with pytest.raises(IndexError):
+        wide[len(values)]
+    with pytest.raises(IndexError):
+        wide.take([len(values)])
+    assert ColumnTotals({"sq": wide}, {}, [0] * len(values)).ints("sq") is None

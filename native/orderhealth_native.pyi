@@ -63,16 +63,18 @@ class WindowStore:
     def take_columns(
         self, hold_until: int | None = None
     ) -> tuple[
-        list[str],
-        list[int],
-        list[int],
-        list[str],
-        list[str],
-        list[bool],
-        list[int],
-        list[list[int]],
-        list[list[list[int] | None]],
-    ]: ...
+        tuple[bytes, bytes] | list[str],
+        bytes | list[int],
+        bytes | list[int],
+        tuple[bytes, bytes] | list[str],
+        tuple[bytes, bytes] | list[str],
+        bytes,
+        bytes | list[int],
+        list[bytes | tuple[bytes] | list[int]],
+        list[tuple[bytes, bytes, bytes]],
+    ]:
+        """See ``dataflows.window_metrics.StoreColumns``."""
+        ...
     def pending(self) -> int: ...
     def touch_all(self) -> None: ...
     def export(

@@ -82,13 +82,8 @@ class WideInts(Sequence[int]):
 
     def __getitem__(self, index: int | slice) -> int | list[int]:
         if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
-        size = len(self)
-        if index < 0:
-            index += size
-        if not 0 <= index < size:
-            raise IndexError("row out of range")
-        return int.from_bytes(self._view[16 * index : 16 * index + 16], "little", signed=True)
+            return self.take(range(*index.indices(len(self))))
+        return self.take((index + len(self) if index < 0 else index,))[0]
 
     def take(self, rows: Sequence[int]) -> list[int]:
         """The exact ints of ``rows``."""
@@ -98,11 +93,7 @@ class WideInts(Sequence[int]):
         return [int.from_bytes(view[16 * i : 16 * i + 16], "little", signed=True) for i in rows]
 
     def __iter__(self) -> Iterator[int]:
-        view = self._view
-        return (
-            int.from_bytes(view[at : at + 16], "little", signed=True)
-            for at in range(0, len(view), 16)
-        )
+        return iter(self.take(range(len(self))))
 
 
 class KeptValues(Sequence[list[int] | None]):

@@ -7,9 +7,11 @@
 //! converted to Arrow a column at a time (~25 conversions per type and
 //! batch), then put back into offset order: ~2 us per event, a sixteenth of
 //! the event thread.  Here, in one call per batch, each event's contract
-//! fields are read once (`astuple`), in offset order, into column buffers
-//! that Python wraps as arrays (`dataflows.native_core.bronze_maker`).  Which fields an event type has
-//! comes from the contract (`__struct_fields__`), so a new field needs no
+//! fields are read once, straight from their slots (or with `astuple` for a
+//! type whose slots are not plain), in offset order, into column buffers
+//! that Python wraps as arrays (`dataflows.native_core.bronze_maker`).
+//! Which fields an event type has comes from the contract
+//! (`__struct_fields__`), so a new field needs no
 //! Rust unless its Arrow type is new.  JSON the writer here does not handle
 //! is written by Python (`json_text`), value by value.
 //!
@@ -23,6 +25,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::AsPyPointer;
 
+use crate::fields::{frozen_field, frozen_offsets};
 use crate::lifecycle::{
     buffers, json_text, push_float as float, push_int as int, push_text as text, take_buffers,
     Buffers, Column,
@@ -76,6 +79,44 @@ impl Kind {
 struct EventClass {
     tag: String,
     fields: Vec<Option<usize>>,
+    /// Per contract column, where the type keeps its field (None: no such
+    /// field), when every field is a frozen Struct's slot; else None, and
+    /// the fields are read with `astuple`.
+    slots: Option<Vec<Option<Slot>>>,
+}
+
+/// Where a type keeps a field, and its name (for Python's error if unset).
+type Slot = (isize, Py<PyString>);
+
+/// Per contract column, the slot and name of the type's field (see
+/// [`EventClass::slots`]).
+fn slots_of(cls: &PyType, fields: &[Option<usize>]) -> PyResult<Option<Vec<Option<Slot>>>> {
+    let py = cls.py();
+    let names: Vec<&PyString> = match cls.getattr(pyo3::intern!(py, "__struct_fields__")) {
+        Ok(names) => names.extract()?,
+        Err(_) => return Ok(None),
+    };
+    let mut wanted = Vec::with_capacity(fields.len());
+    for field in fields.iter().flatten() {
+        wanted.push(
+            *names
+                .get(*field)
+                .ok_or_else(|| PyValueError::new_err("a field index beyond the type's fields"))?,
+        );
+    }
+    let offsets = match frozen_offsets(cls, &wanted)? {
+        Some(offsets) => offsets,
+        None => return Ok(None),
+    };
+    let mut found = offsets.into_iter().zip(wanted);
+    Ok(Some(
+        fields
+            .iter()
+            .map(|field| {
+                field.and_then(|_| found.next().map(|(offset, name)| (offset, name.into())))
+            })
+            .collect(),
+    ))
 }
 
 /// How one batch's bronze table is built from what the partition step
@@ -91,7 +132,8 @@ pub struct BronzePlan {
     to_us: PyObject,
     json_fallback: PyObject,
     /// `msgspec.structs.astuple`: every field of an event in one call, which
-    /// is cheaper than an attribute look-up per field.
+    /// is cheaper than an attribute look-up per field, for a type whose
+    /// slots are not read directly.
     astuple: PyObject,
 }
 
@@ -125,7 +167,8 @@ impl BronzePlan {
                     "a field (or None) per contract column",
                 ));
             }
-            by_class.insert(cls.as_ptr() as usize, EventClass { tag, fields });
+            let slots = slots_of(cls, &fields)?;
+            by_class.insert(cls.as_ptr() as usize, EventClass { tag, fields, slots });
         }
         Ok(BronzePlan {
             columns: kinds,
@@ -219,13 +262,33 @@ impl BronzePlan {
             .classes
             .get(&(event.get_type().as_ptr() as usize))
             .ok_or_else(|| PyValueError::new_err("not an event of the contract"))?;
-        let values = self.astuple.as_ref(py).call1((event,))?;
-        let values: &PyTuple = values.downcast()?;
-        for (((_, kind), field), buffer) in self.columns.iter().zip(&class.fields).zip(columns) {
-            let value = match field {
-                None => None,
-                Some(index) => Some(values.get_item(*index)?).filter(|v| !v.is_none()),
-            };
+        // Straight from the slots: the tuple of `astuple` was a new object
+        // and a reference per field, for every event (~a third of the call).
+        let values: Option<&PyTuple> = match class.slots {
+            Some(_) => None,
+            None => Some(self.astuple.as_ref(py).call1((event,))?.downcast()?),
+        };
+        for (i, (((_, kind), field), buffer)) in self
+            .columns
+            .iter()
+            .zip(&class.fields)
+            .zip(columns)
+            .enumerate()
+        {
+            let value = match (field, &class.slots, values) {
+                (None, _, _) => None,
+                (Some(_), Some(slots), _) => match slots[i] {
+                    // SAFETY: the offset is of this exact type's field.
+                    Some((offset, ref name)) => match unsafe { frozen_field(event, offset) } {
+                        Some(value) => Some(value),
+                        None => Some(event.getattr(name.as_ref(py))?), // unset: Python's error
+                    },
+                    None => None,
+                },
+                (Some(index), None, Some(values)) => Some(values.get_item(*index)?),
+                (Some(_), None, None) => unreachable!("astuple's values without slots"),
+            }
+            .filter(|v| !v.is_none());
             match (kind, value) {
                 (Kind::Tag, _) => text(buffer, Some(&class.tag)),
                 (Kind::EventTime, Some(_)) => int(buffer, Some(at_us)),

@@ -206,6 +206,38 @@ fn slot_offset(ty: &pyo3::types::PyType, name: &PyString, kind: Kind) -> PyResul
     }
 }
 
+/// Where a frozen Struct type keeps each of `names` (a caller that reads
+/// many fields of each object, with the offsets kept per type), or None if
+/// any of them is not a slot read directly (see [`Kind::Frozen`]).
+pub(crate) fn frozen_offsets(
+    ty: &pyo3::types::PyType,
+    names: &[&PyString],
+) -> PyResult<Option<Vec<isize>>> {
+    let mut offsets = Vec::with_capacity(names.len());
+    for name in names {
+        match slot_offset(ty, name, Kind::Frozen)? {
+            Some(offset) => offsets.push(offset),
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(offsets))
+}
+
+/// The field at `offset` of `object`, or None if the slot is unset.
+///
+/// # Safety
+/// `offset` is from [`frozen_offsets`] for `object`'s exact type: a frozen
+/// Struct's slot is never reassigned, so the borrowed value lives as long
+/// as the object.
+pub(crate) unsafe fn frozen_field(object: &PyAny, offset: isize) -> Option<&PyAny> {
+    let value = *member_at(object, offset);
+    if value.is_null() {
+        None
+    } else {
+        Some(&*value.cast::<PyAny>())
+    }
+}
+
 /// A read through a call site of its own, of `kind` ([`Kind`]).
 macro_rules! site_read {
     ($kind:ident, $object:expr, $name:expr) => {{

@@ -99,7 +99,31 @@ impl Site {
     }
 
     /// `object.<name>`, as `getattr` gives it.
+    ///
+    /// Inlined at the call site for the site's first type and name: most
+    /// sites read one type (a view, a transition, a flag), and the call to
+    /// the general look-up was most of a read's instructions.
+    #[inline(always)]
     pub(crate) fn read<'a>(&self, object: &'a PyAny, name: &PyString) -> PyResult<&'a PyAny> {
+        let ty = unsafe { ffi::Py_TYPE(object.as_ptr()) } as usize;
+        if self.types[0].load(Relaxed) == ty
+            && self.names[0].load(Relaxed) == name.as_ptr() as usize
+        {
+            let offset = self.offsets[0].load(Relaxed);
+            if offset != NOT_A_SLOT {
+                // SAFETY: as in `read_any`.
+                let value = unsafe { *member_at(object, offset) };
+                if !value.is_null() {
+                    return Ok(unsafe { &*value.cast::<PyAny>() });
+                }
+            }
+        }
+        self.read_any(object, name)
+    }
+
+    /// [`Site::read`] for any type and name.
+    #[inline(never)]
+    fn read_any<'a>(&self, object: &'a PyAny, name: &PyString) -> PyResult<&'a PyAny> {
         if let Some(offset) = self.offset(object, name)? {
             // SAFETY: `offset` is where a T_OBJECT_EX member of the object's
             // type (or a base) keeps its value.

@@ -474,9 +474,11 @@ unsafe fn write_json(out: &mut String, scratch: &mut Scratch, value: *mut ffi::P
         if overflow != 0 || (v == -1 && !ffi::PyErr_Occurred().is_null()) {
             return false;
         }
-        let _ = write!(out, "{v}");
+        decimal(out, v);
     } else if ffi::PyFloat_Check(value) != 0 {
-        float(out, &mut scratch.number, ffi::PyFloat_AsDouble(value));
+        if !float(out, &mut scratch.number, ffi::PyFloat_AsDouble(value)) {
+            return false;
+        }
     } else if ffi::PyDict_Check(value) != 0 {
         let base = scratch.entries.len();
         let mut pos: ffi::Py_ssize_t = 0;
@@ -551,49 +553,80 @@ fn string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+/// An integer in decimal digits (`{}` without the formatting machinery:
+/// every context holds a few).
+fn decimal(out: &mut String, v: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = v.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if v < 0 {
+        out.push('-');
+    }
+    for &digit in &digits[at..] {
+        out.push(char::from(digit));
+    }
+}
+
 /// A float as msgspec writes it: the shortest digits that read back the
 /// same, positional for decimal exponents -5..=15 (at least one fractional
 /// digit), else `<mantissa>e<exponent>`; NaN and infinities as null.
-fn float(out: &mut String, scratch: &mut String, x: f64) {
+///
+/// False (nothing written) for a float whose shortest digits are more than
+/// 15: two texts of 16 or 17 digits can read back as the same double, and
+/// where they tie msgspec rounds to even but Rust's formatting does not
+/// (`-1267860061485775.2` against `.3`), so such a value is left to Python.
+/// With 15 digits or fewer the shortest text is unique.
+fn float(out: &mut String, scratch: &mut String, x: f64) -> bool {
     if !x.is_finite() {
         out.push_str("null");
-        return;
+        return true;
+    }
+    let magnitude = x.abs();
+    if magnitude == 0.0 || (1e-5..1e16).contains(&magnitude) {
+        // Decimal exponents -5..=15 (1e-5 and 1e16 are the doubles those
+        // texts read as, so the bounds are exact): Rust's `{}` writes the
+        // same shortest digits positionally, without a point for a whole
+        // number.  Half the instructions of the general path below.
+        scratch.clear();
+        let _ = write!(scratch, "{x}");
+        if significant_digits(scratch) > 15 {
+            return false;
+        }
+        out.push_str(scratch);
+        if !scratch.contains('.') {
+            out.push_str(".0");
+        }
+        return true;
     }
     scratch.clear();
     let _ = write!(scratch, "{x:e}");
-    let (mantissa, exponent) = scratch.split_once('e').expect("{:e} has an exponent");
-    let exponent: i32 = exponent.parse().expect("an integer exponent");
-    if !(-5..=15).contains(&exponent) {
-        out.push_str(scratch);
-        return;
+    let (mantissa, _) = scratch.split_once('e').expect("{:e} has an exponent");
+    if significant_digits(mantissa) > 15 {
+        return false;
     }
-    let (sign, mantissa) = match mantissa.strip_prefix('-') {
-        Some(rest) => ("-", rest),
-        None => ("", mantissa),
-    };
-    // The significant digits: the mantissa without its point.
-    let (lead, tail) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    out.push_str(sign);
-    if exponent < 0 {
-        out.push_str("0.");
-        for _ in 0..(-exponent - 1) {
-            out.push('0');
+    // Outside -5..=15 the exponent form: `{:e}`'s own.
+    out.push_str(scratch);
+    true
+}
+
+/// The significant digits of a decimal text (sign, point and the zeros
+/// before the first and after the last other digit aside).
+fn significant_digits(text: &str) -> usize {
+    let digits = text.bytes().filter(u8::is_ascii_digit);
+    let (mut first, mut last) = (None, 0);
+    for (i, digit) in digits.enumerate() {
+        if digit != b'0' {
+            first.get_or_insert(i);
+            last = i;
         }
-        out.push_str(lead);
-        out.push_str(tail);
-        return;
     }
-    let whole = exponent as usize; // digits of `tail` before the point
-    out.push_str(lead);
-    if tail.len() <= whole {
-        out.push_str(tail);
-        for _ in tail.len()..whole {
-            out.push('0');
-        }
-        out.push_str(".0");
-    } else {
-        out.push_str(&tail[..whole]);
-        out.push('.');
-        out.push_str(&tail[whole..]);
-    }
+    first.map_or(1, |first| last - first + 1)
 }

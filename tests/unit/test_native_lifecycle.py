@@ -45,6 +45,8 @@ scalars = (
     | st.integers(-(2**63), 2**63 - 1)
     | st.floats()
     | st.sampled_from([1e16, 1e-5, 1e-6, 123456789012345.6, 9999999999999998.0, -0.0, 5e-324])
+    # Two shortest texts read back as each: msgspec rounds the tie to even.
+    | st.sampled_from([-1267860061485775.2, 1156983321958482.2, -196790152217186.12])
     | texts
 )
 contexts = st.dictionaries(

@@ -25,7 +25,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::AsPyPointer;
 
-use crate::fields::{frozen_field, frozen_offsets};
+use crate::fields::{frozen_offsets, slot_value};
 use crate::lifecycle::{
     buffers, json_text, push_float as float, push_int as int, push_text as text, take_buffers,
     Buffers, Column,
@@ -279,7 +279,7 @@ impl BronzePlan {
                 (None, _, _) => None,
                 (Some(_), Some(slots), _) => match slots[i] {
                     // SAFETY: the offset is of this exact type's field.
-                    Some((offset, ref name)) => match unsafe { frozen_field(event, offset) } {
+                    Some((offset, ref name)) => match unsafe { slot_value(event, offset) } {
                         Some(value) => Some(value),
                         None => Some(event.getattr(name.as_ref(py))?), // unset: Python's error
                     },

@@ -112,9 +112,8 @@ impl Site {
             let offset = self.offsets[0].load(Relaxed);
             if offset != NOT_A_SLOT {
                 // SAFETY: as in `read_any`.
-                let value = unsafe { *member_at(object, offset) };
-                if !value.is_null() {
-                    return Ok(unsafe { &*value.cast::<PyAny>() });
+                if let Some(value) = unsafe { slot_value(object, offset) } {
+                    return Ok(value);
                 }
             }
         }
@@ -126,13 +125,11 @@ impl Site {
     fn read_any<'a>(&self, object: &'a PyAny, name: &PyString) -> PyResult<&'a PyAny> {
         if let Some(offset) = self.offset(object, name)? {
             // SAFETY: `offset` is where a T_OBJECT_EX member of the object's
-            // type (or a base) keeps its value.
-            let value = unsafe { *member_at(object, offset) };
-            if !value.is_null() {
-                // SAFETY: the slot holds a reference to `value`; a frozen
-                // Struct's slot is never reassigned, and a `Kind::Slot`
-                // caller uses the value before the slot can be written.
-                return Ok(unsafe { &*value.cast::<PyAny>() });
+            // type (or a base) keeps its value; a frozen Struct's slot is
+            // never reassigned, and a `Kind::Slot` caller uses the value
+            // before the slot can be written.
+            if let Some(value) = unsafe { slot_value(object, offset) } {
+                return Ok(value);
             }
             // Unset: Python's AttributeError, below.
         }
@@ -247,13 +244,13 @@ pub(crate) fn frozen_offsets(
     Ok(Some(offsets))
 }
 
-/// The field at `offset` of `object`, or None if the slot is unset.
+/// The member at `offset` of `object`, or None if the slot is unset.
 ///
 /// # Safety
-/// `offset` is from [`frozen_offsets`] for `object`'s exact type: a frozen
-/// Struct's slot is never reassigned, so the borrowed value lives as long
-/// as the object.
-pub(crate) unsafe fn frozen_field(object: &PyAny, offset: isize) -> Option<&PyAny> {
+/// `offset` is where a T_OBJECT_EX member of `object`'s type keeps its
+/// value (from [`frozen_offsets`] or a site), and the slot is not written
+/// while the borrowed value is used: a frozen Struct's never is.
+pub(crate) unsafe fn slot_value(object: &PyAny, offset: isize) -> Option<&PyAny> {
     let value = *member_at(object, offset);
     if value.is_null() {
         None

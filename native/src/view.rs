@@ -190,12 +190,11 @@ impl Views {
         }
         let stage_dict = PyDict::new(py);
         let contexts = PyDict::new(py);
-        let mut first: Vec<Option<i64>> = vec![None; self.stages.len()];
-        // The stage's first time as the caller's int object: the view's
-        // times share the objects of `times` instead of a new int each
-        // (a fifth of a derivation was allocating ints; the transitions
+        // Each stage's first time, with the caller's int object for it: the
+        // view's times share the objects of `times` instead of a new int
+        // each (a fifth of a derivation was allocating ints; the transitions
         // stay in hot state, where shared ints are also 32 bytes less each).
-        let mut first_objects: Vec<Option<&PyAny>> = vec![None; self.stages.len()];
+        let mut first: Vec<Option<(i64, &PyAny)>> = vec![None; self.stages.len()];
         let mut created: Option<(&PyAny, &PyAny)> = None;
         let mut latest_promise: Option<i64> = None;
         let mut cancelled: Option<(&PyAny, i64, &PyAny)> = None;
@@ -218,8 +217,7 @@ impl Views {
                 .ok_or_else(|| PyValueError::new_err("not an event of the contract"))?;
             if let Some(stage) = role.stage {
                 if first[stage].is_none() {
-                    first[stage] = Some(at);
-                    first_objects[stage] = Some(at_object);
+                    first[stage] = Some((at, at_object));
                     stage_dict.set_item(&role.name, at_object)?;
                 }
             }
@@ -283,10 +281,10 @@ impl Views {
             None => None,
         };
         let cancelled_us = cancelled.map(|(_, at, _)| at);
-        let present: Vec<(usize, i64)> = first
+        let present: Vec<(usize, i64, &PyAny)> = first
             .iter()
             .enumerate()
-            .filter_map(|(index, at)| at.map(|at| (index, at)))
+            .filter_map(|(index, at)| at.map(|(at, object)| (index, at, object)))
             .collect();
         if present.windows(2).any(|pair| pair[0].1 > pair[1].1) {
             // Stages out of lifecycle order: the reference flags them.
@@ -298,11 +296,11 @@ impl Views {
         let dwells = PyDict::new(py);
         let mut transitions: Vec<PyObject> = Vec::new();
         let mut deadlines: Vec<i64> = Vec::new();
-        for (k, &(stage, start)) in present.iter().enumerate() {
+        for (k, &(stage, start, start_object)) in present.iter().enumerate() {
             if Some(stage) == self.delivered {
                 continue;
             }
-            let completed_at = present.get(k + 1).map(|(_, at)| *at);
+            let completed_at = present.get(k + 1).map(|(_, at, _)| *at);
             let mut end = completed_at;
             if let Some(c) = cancelled_us {
                 if c >= start && end.map_or(true, |e| c < e) {
@@ -313,15 +311,10 @@ impl Views {
             let name = &self.stages[stage];
             if let Some(done) = completed_at {
                 dwells.set_item(name, done - start)?;
-                let next = present[k + 1].0;
+                let done_object = present[k + 1].2;
                 transitions.push(self.transition_type.call1(
                     py,
-                    (
-                        name,
-                        first_objects[stage],
-                        first_objects[next],
-                        &self.sla_objects[stage],
-                    ),
+                    (name, start_object, done_object, &self.sla_objects[stage]),
                 )?);
             }
             let sla = match sla {
@@ -349,7 +342,7 @@ impl Views {
         }
 
         // The promise outcome (dataflows.outcome.resolve).
-        let delivered_us = self.delivered.and_then(|d| first[d]);
+        let delivered_us = self.delivered.and_then(|d| first[d].map(|(at, _)| at));
         let mut resolution: Option<(usize, i64)> = None;
         if let Some(promise) = first_promise {
             match delivered_us {
